@@ -1,0 +1,129 @@
+"""Question/answer pairs for the course: real GSM8K, or the course's small synthetic set.
+
+`load_qa_pairs("gsm8k", "test")` returns `(question, answer)` pairs, where `answer` is GSM8K's full
+worked solution ending in `#### N` (use `rewards.gsm8k_gold_answer` for N). Where the data comes from,
+in order:
+
+1. the `data_dir` argument, else the `GSM8K_DIR` environment variable: a folder holding
+   `train.jsonl` and `test.jsonl` (one `{"question": ..., "answer": ...}` object per line — the files
+   of github.com/openai/grade-school-math, copied as they are);
+2. else the Hugging Face hub: `datasets.load_dataset("openai/gsm8k", "main")` (needs the network
+   the first time, then its cache);
+3. else one clear `DatasetUnavailableError` saying how to get the data.
+
+The data is never copied into this repository: point the loader at it.
+"""
+import json
+import os
+from pathlib import Path
+
+GSM8K_SPLITS = ("train", "test")
+HOW_TO_GET_GSM8K = (
+    "Real GSM8K is not available. Either set GSM8K_DIR to a folder holding train.jsonl and "
+    "test.jsonl (from https://github.com/openai/grade-school-math, grade_school_math/data/), "
+    "or pass data_dir=..., or let the `datasets` package download openai/gsm8k "
+    "(pip install datasets; needs the network once)."
+)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The data set cannot be found locally nor downloaded; the message says how to get it."""
+
+
+class DatasetFormatError(ValueError):
+    """A data file is malformed; the message names the file and the line."""
+
+
+def read_jsonl(path, limit=None, keys=()):
+    """The objects of a JSONL file (blank lines skipped), at most `limit` of them.
+
+    A line that is not a JSON object holding every key in `keys` raises DatasetFormatError naming
+    the file and the line number, so a broken download is found at once, not three notebooks later.
+    """
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if limit is not None and len(rows) >= limit:
+                break  # don't parse what we won't return
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetFormatError(f"{path}, line {line_number}: not valid JSON ({e.msg})") from e
+            missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise DatasetFormatError(f"{path}, line {line_number}: missing key(s) {missing}")
+            rows.append(row)
+    return rows
+
+
+def gsm8k_dir(data_dir=None):
+    """The local GSM8K folder: `data_dir`, else $GSM8K_DIR, else None (meaning: try the hub).
+
+    A relative $GSM8K_DIR that does not exist from the current folder is also tried from the
+    repository root (notebooks run inside notebooks/, `make` runs from the root).
+    """
+    folder = data_dir if data_dir is not None else os.environ.get("GSM8K_DIR") or None
+    if folder is None:
+        return None
+    folder = Path(folder).expanduser()
+    repo_root = Path(__file__).resolve().parent.parent
+    if not folder.is_absolute() and not folder.exists() and (repo_root / folder).exists():
+        folder = repo_root / folder
+    return folder
+
+
+def _load_gsm8k_from_hub(split, limit):
+    try:
+        import datasets  # optional: only needed when no local folder is given
+
+        rows = datasets.load_dataset("openai/gsm8k", "main", split=split)
+    except Exception as e:  # not installed, offline, hub down: all mean the same to the learner
+        raise DatasetUnavailableError(f"{HOW_TO_GET_GSM8K}\n(datasets failed: {e!r})") from e
+    n = len(rows) if limit is None else min(limit, len(rows))
+    return [(rows[i]["question"], rows[i]["answer"]) for i in range(n)]
+
+
+def load_gsm8k(split, limit=None, data_dir=None):
+    """GSM8K `(question, answer)` pairs for split "train" (7473) or "test" (1319), in file order."""
+    if split not in GSM8K_SPLITS:
+        raise ValueError(f"GSM8K split must be one of {GSM8K_SPLITS}, got {split!r}")
+    folder = gsm8k_dir(data_dir)
+    if folder is None:
+        return _load_gsm8k_from_hub(split, limit)
+    path = folder / f"{split}.jsonl"
+    if not path.is_file():  # a folder was named explicitly: say so rather than silently downloading
+        raise DatasetUnavailableError(f"{path} does not exist (from data_dir/GSM8K_DIR). {HOW_TO_GET_GSM8K}")
+    rows = read_jsonl(path, limit=limit, keys=("question", "answer"))
+    return [(row["question"], row["answer"]) for row in rows]
+
+
+def load_qa_pairs(name, split, limit=None, data_dir=None):
+    """`(question, answer)` pairs of data set `name` ("gsm8k" or "synthetic") and `split`.
+
+    `limit` keeps the first `limit` pairs (None: all). For "gsm8k", `answer` is the worked solution
+    ending in `#### N`; see the module docstring for where the data is read from.
+    """
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or a non-negative int, got {limit!r}")
+    if name == "gsm8k":
+        return load_gsm8k(split, limit=limit, data_dir=data_dir)
+    if name == "synthetic":
+        from lessons_lib.synthetic import synthetic_qa_pairs  # imported here: data.py stays light
+
+        return synthetic_qa_pairs(split, limit)
+    raise ValueError(f"unknown data set {name!r}: use 'gsm8k' or 'synthetic'")
+
+
+def solution_with_answer_tag(answer_field):
+    """A GSM8K solution with its final `#### N` line replaced by `<answer>N</answer>`.
+
+    This is the SFT target format: the assistant reasons, then ends with `<answer>N</answer>`
+    (N as `rewards.gsm8k_gold_answer` normalizes it: `#### 1,450,000` -> `<answer>1450000</answer>`).
+    """
+    from rewards import gsm8k_gold_answer
+
+    gold = gsm8k_gold_answer(answer_field)  # raises ValueError when there is no '#### N' line
+    body = answer_field[:answer_field.rfind("####")].rstrip()
+    return f"{body}\n<answer>{gold}</answer>" if body else f"<answer>{gold}</answer>"
