@@ -20,8 +20,8 @@ Policy of `extract_answer(text)` — three rules, tried in order:
 
 What a number is (`_NUMBER` below):
 - digits, with thousands separators in groups of three: `1,234`, `18{,}000` (LaTeX), `1 000`;
-- decimals `3.5`, `.5`; e-notation `1e3`, `2.5E-2`; an exact fraction `a/b` (no spaces: `3 / 4` is
-  two numbers, `12/25/2023` is a date and no number);
+- decimals `3.5`, `.5`; e-notation `1e3`, `2.5E-2`; an exact fraction `a/b` (`1/2.5` is 2/5; no spaces:
+  `3 / 4` is two numbers, `12/25/2023` is a date and no number);
 - a sign `-`, `+` or the Unicode minus `−` only when it is not glued to a word or digit before it:
   `-5` and `(−7)` are negative, but `20-18` is a subtraction (20 and 18) and `x-5` holds 5;
 - `$` before and `%` or unit words after are simply not part of the number (`50%` is 50, as GSM8K
@@ -66,7 +66,7 @@ _NUMBER = re.compile(
     "|(?<=[-+\u2212])(?<![\\w)\\]}][-+\u2212])\\$?(?:\\d+" + _GROUPED + r"|\.\d+)"  # a sign, not glued
     r"|(?<=\$)(?:\d+" + _GROUPED + r"|\.\d+))"  # "$5": the currency sign is skipped
     "(?:[eE][-+\u2212]?\\d+)?"  # 1e3, 2.5E-2
-    r"(?:/\d+(?:/\d[\d/]*)?)?"  # 3/4 is exact; 12/25/2023 (a chain of slashes) is a date, no number
+    r"(?:/\d+(?:\.\d+)?(?:/\d[\d/]*)?)?"  # 3/4, 1/2.5 exact; 12/25/2023 (a chain of slashes) is a date
 )
 # Window boundaries for reading a text backwards, searched in the *reversed* text (so "followed by"
 # in the text is a lookbehind here): a character that no number contains (anything but digits and
@@ -79,10 +79,11 @@ _BOUNDARY_REVERSED = re.compile("\\D(?:" + "|".join([  # one non-digit, then whi
     r"(?<=\})(?!,\{)|(?<=\{)(?<!\},\{)|(?<=\\)(?<!,\\)",  # pieces of {,} and \, out of place
     "(?<=[-+\u2212])(?<![\\d.$].)|(?<=[-+\u2212])(?=[\\d)\\]}])",  # sign before no digit / after one
     r"(?<=\$)(?<![\d.]\$)|(?<=[./])(?<!\d.)",  # '$', '.', '/' before no digit
+    "(?<=\\$)(?![-+\u2212])",  # '$' after no sign: what follows reads the same without it ($5 is 5)
     "(?<=[eE])(?<![-+\u2212\\d].)",  # 'e' that starts no exponent
 ]) + ")")
 _PARTS = re.compile(  # the pieces of one token that _NUMBER found
-    "([-+\u2212]?)\\$?([^.eE/]*)(?:\\.(\\d+))?(?:[eE]([-+\u2212]?\\d+))?(?:/(\\d+))?(/.*)?", re.S
+    "([-+\u2212]?)\\$?([^.eE/]*)(?:\\.(\\d+))?(?:[eE]([-+\u2212]?\\d+))?(?:/(\\d+(?:\\.\\d+)?))?(/.*)?", re.S
 )
 _NOT_DIGIT = re.compile(r"\D")
 _HASH_LINE = re.compile(r"####([^\n]*)")
@@ -115,9 +116,10 @@ def _parse_token(token):  # the arithmetic behind _token_value
     if chain or len(whole) + len(frac) > MAX_DIGITS or len(den) > MAX_DIGITS or len(exp) > 5:
         return None
     exp = int(exp)
-    if abs(exp) > MAX_EXPONENT or int(den) == 0:
+    den = Fraction(den)  # exact, also when written as a decimal ("1/2.5" is 2/5)
+    if abs(exp) > MAX_EXPONENT or den == 0:
         return None
-    value = Fraction(int(whole + frac or "0"), 10 ** len(frac)) / int(den)
+    value = Fraction(int(whole + frac or "0"), 10 ** len(frac)) / den
     value = value * 10**exp if exp >= 0 else value / 10**-exp
     if max(value.numerator.bit_length(), value.denominator.bit_length()) > MAX_BITS:
         return None
@@ -143,16 +145,24 @@ def _segments_answer(segments):
     joined = "\n".join(segments)  # '\n' joins no two numbers into one
     if "=" in joined:  # only the text after the last '=' of each segment counts
         joined = "\n".join(s[s.rfind("=") + 1:] for s in segments)
-    tokens = dict.fromkeys(_NUMBER.findall(joined))  # the distinct tokens, in order
+    answer = _one_distinct_number(joined)
+    if answer == "ambiguous":
+        raise _Ambiguous
+    return answer
+
+
+@lru_cache(maxsize=4)  # a reward reads its one tag twice (answer, then format bonus): scan it once
+def _one_distinct_number(text):
+    """(value, written_as_fraction) of the one distinct number in text, None, or "ambiguous"."""
     answer = None
-    for token in tokens:
+    for token in dict.fromkeys(_NUMBER.findall(text)):  # the distinct tokens, in order
         value = _token_value(token)
         if value is None:
             continue
         if answer is None:
             answer = (value, "/" in token)
         elif value != answer[0]:  # two distinct numbers: ambiguous, stop at once
-            raise _Ambiguous
+            return "ambiguous"
     return answer
 
 
@@ -255,25 +265,33 @@ def extract_answer(text):
 
 def _answers_match(pred, gold):
     """True when both strings hold the same number, compared exactly as rationals (None -> False)."""
+    for value, name in ((pred, "pred"), (gold, "gold")):
+        if value is not None:  # None is allowed: it is what extract_answer returns for "no answer"
+            _check_text(value, name)
     if pred is None or gold is None:
         return False
-    _check_text(pred, "pred")
-    _check_text(gold, "gold")
     pred_value, gold_value = parse_number(pred), parse_number(gold)
     return pred_value is not None and pred_value == gold_value
 
 
 def has_well_formed_answer(text):
-    """True when the text has exactly one <answer>…</answer> tag and it holds exactly one number."""
+    """True when the text has exactly one <answer>…</answer> tag and it holds exactly one number,
+    read as rule 1 reads a tag (`<answer>9 * 2 = 18</answer>` holds 18; `<answer>18 =</answer>` none)."""
     _check_text(text)
     if text.count(OPEN) != 1 or text.count(CLOSE) != 1:
         return False
     start, end = text.find(OPEN) + len(OPEN), text.find(CLOSE)
-    return start <= end and parse_number(text[start:end]) is not None
+    if start > end:
+        return False
+    try:
+        return _segments_answer([text[start:end]]) is not None
+    except _Ambiguous:
+        return False
 
 
 def is_correct(text, gold):
     """Does the response's extracted answer equal the gold number?"""
+    _check_text(gold, "gold")  # a missing gold is a bug in the caller, not a wrong answer
     return _answers_match(extract_answer(text), gold)
 
 

@@ -44,6 +44,13 @@ TAGS = [
     ("<answer><answer>18</answer>", "18"),
     ("<answer>18 18</answer>", "18"),  # one distinct number
     ("<answer>1/2 = 0.5</answer>", "0.5"),
+    ("<answer>x=18, y=19</answer>", "19"),  # the last '=' of the tag, even when it is a second equation
+    ("<answer>18 =</answer> 5", "5"),  # nothing after the '=': the tag holds no number, is ignored
+    ("<answer>17</answer> <answer>eighteen</answer>", "17"),  # a numberless tag neither agrees nor disagrees
+    ("<answer>1<answer>2</answer>", None),  # nested/unclosed: the pair holds "1<answer>2", two numbers
+    ("<Answer>17</Answer><answer>18</answer>", "18"),
+    ("#### 19\n<answer>18</answer>", "18"),  # tags beat #### wherever they stand
+    ("<answer>17 #### 18</answer>", None),
 ]
 
 # --- rule 2: #### lines ---------------------------------------------------------------------------
@@ -61,6 +68,9 @@ HASHES = [
     ("########\n12", "12"),  # empty segments are ignored
     ("#### 17 #### 18", None),
     ("####\n#### 5\n7", "5"),
+    ("#### 17 or 18\n18", None),  # an ambiguous #### line: no falling through to the last number
+    ("#### 18\n#### 19\n18", None),
+    ("#### eighteen\n18", "18"),  # a #### line with no number is ignored
 ]
 
 # --- rule 3: the last number ----------------------------------------------------------------------
@@ -108,6 +118,11 @@ FALLBACK = [
     ("1,23", "23"),  # not groups of three: two numbers
     ("1.2.3", "1.2"),
     ("3 / 4", "4"),  # spaces: two numbers, not a fraction
+    ("1/2.5", "2/5"),  # a decimal denominator, exactly (not 1/2)
+    ("2.5/0.5", "5"),
+    ("x 1/2.5/3", None),  # still a chain of slashes
+    ("-0", "0"), ("−0.0", "0"),  # negative zero is zero
+    ("5.", "5"), ("1e−3", "0.001"), ("20−18", "18"), ("$5$6", "6"),
 ]
 
 
@@ -142,6 +157,8 @@ def test_find_numbers():
 @pytest.mark.parametrize("text,ok", [
     ("<answer>18</answer>", True), ("work... <answer> 18 </answer>", True), ("<answer>x = 18</answer>", True),
     ("<answer>18</answer><answer>18</answer>", False), ("<answer>17 or 18</answer>", False),
+    ("<answer>9 * 2 = 18</answer>", True), ("<answer>1/2 = 0.5</answer>", True),  # read as rule 1 reads a tag
+    ("<answer>18 18</answer>", True), ("<answer>18 =</answer>", False), ("<answer>x=17, y=18</answer>", True),
     ("<answer></answer>", False), ("<answer>eighteen</answer>", False), ("18", False),
     ("#### 18", False), ("</answer>18<answer>", False), ("<answer>18</answer></answer>", False),
 ])
@@ -158,11 +175,18 @@ def test_has_well_formed_answer(text, ok):
     ("<answer>18 or 19</answer>", 0.0, 0.0),  # hedging earns nothing
     ("<answer>18</answer><answer>19</answer>", 0.0, 0.0),
     ("", 0.0, 0.0),
+    ("<answer>9 * 2 = 18</answer>", 1.2, 1.2),
+    ("<answer>18</answer><answer>18</answer>", 1.0, 1.0),  # correct, but two tags: no bonus
 ])
 def test_rewards(text, reward, strict):
-    assert reward_gsm8k(text, "18") == pytest.approx(reward)
-    assert reward_gsm8k_strict(text, "18") == pytest.approx(strict)
+    assert reward_gsm8k(text, "18") == reward  # exactly one of 0.0, 0.2, 1.0, 1.2
+    assert reward_gsm8k_strict(text, "18") == strict
     assert is_correct(text, "18") is (reward >= 1.0)
+
+
+def test_rewards_with_comma_gold():
+    assert reward_gsm8k("<answer>1234</answer>", "1,234") == 1.2
+    assert reward_gsm8k_strict("#### 1,234", gsm8k_gold_answer("#### 1,234")) == 1.0
 
 
 def test_gold_answer():
@@ -186,6 +210,15 @@ def test_type_errors_on_rewards(func):
         func(None, "18")
     with pytest.raises(TypeError, match="must be a str"):
         func("18", 18)  # gold must be a string like "18"
+    with pytest.raises(TypeError, match="must be a str"):
+        func("18", None)  # a missing gold is a caller's bug, not a wrong answer
+
+
+def test_answers_match_types():
+    assert _answers_match(None, None) is False  # None is "no answer"
+    for pred, gold in ((18, None), (None, 18), (b"18", "18")):
+        with pytest.raises(TypeError, match="must be a str"):
+            _answers_match(pred, gold)
 
 
 # --- speed: linear time on hostile input ------------------------------------------------------------
@@ -208,6 +241,13 @@ HOSTILE = {
     "slash chain": "1/2/3/4/" * (MB // 8),
     "dots": "1.2." * (MB // 4),
     "equals in a tag": "<answer>" + "=" * MB + "18</answer>",
+    "dollar numbers": "$5" * (MB // 2),
+    "dotted chain": "1." * (MB // 2),
+    "exponent chain": "1e-" * (MB // 3),
+    "unicode minus": "−" * MB,
+    "latex separators": "1{,}" * (MB // 4),
+    "spaced thousands chain": "1" + " 000" * (MB // 4),
+    "tag of thousands": "<answer>" + "1 000 " * (MB // 6) + "</answer>",
 }
 
 
