@@ -1,0 +1,138 @@
+"""Time the generation strategies side by side: sequential vs bucket vs pad, and KV cache vs none.
+
+    python scripts/bench_generation.py                 # 200 real GSM8K + 200 synthetic prompts
+    python scripts/bench_generation.py --n 20 --max_new_tokens 64   # a quick look
+
+Prints, per prompt set: generated tokens per second, the speed-up over one-prompt-at-a-time, the
+number of distinct prompt lengths (= buckets), and whether every strategy produced exactly the
+sequential outputs (greedy). Then KV-cache decoding vs re-running the whole sequence each step.
+A random model rarely emits EOT, so every row runs the full max_new_tokens: fine for timing.
+"""
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from lessons_lib.checkpoint import load_checkpoint
+from lessons_lib.generation import batched_generate, sample_next
+from lessons_lib.model import GPT, GPTConfig
+from lessons_lib.tokenizer import encode_prompt
+
+
+def gsm8k_questions(n: int) -> list[str]:
+    folder = os.environ.get("GSM8K_DIR")
+    if folder and (Path(folder) / "test.jsonl").exists():  # read directly: no dependency on data.py
+        with open(Path(folder) / "test.jsonl") as f:
+            return [json.loads(line)["question"] for line in f][:n]
+    from lessons_lib.data import load_qa_pairs
+    return [q for q, _ in load_qa_pairs("gsm8k", "test", limit=n)]
+
+
+def synthetic_questions(n: int) -> list[str]:
+    try:
+        from lessons_lib.synthetic import synthetic_qa_pairs
+        return [q for q, _ in synthetic_qa_pairs("test", n)]
+    except ImportError:  # stand-in generator: short GSM8K-style questions
+        rng = random.Random(0)
+        names, items = ["Ada", "Ben", "Cleo", "Dev"], ["apples", "pens", "cards", "eggs"]
+        return [f"{rng.choice(names)} has {rng.randint(2, 99)} {rng.choice(items)} and buys "
+                f"{rng.randint(2, 9)} packs of {rng.randint(2, 12)}. How many now?" for _ in range(n)]
+
+
+def make_model(ckpt: str | None, seed: int):
+    if ckpt:
+        return load_checkpoint(ckpt, device="cpu")
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig()).eval()  # the course's default size
+    with torch.no_grad():  # 5x init scale: varied outputs (see tests/test_generation.py)
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(5.0)
+    return model
+
+
+def time_strategy(model, prompts, args, strategy):
+    """Wall seconds, and CPU seconds of this process: on a shared machine the CPU time is the
+    steadier measure (it doesn't count time spent waiting for a core)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    outs = batched_generate(model, prompts, args.max_new_tokens, device="cpu", strategy=strategy,
+                            batch_size=args.batch_size, progress=False, return_details=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return [g.token_ids for g in outs], wall, cpu, sum(len(g.token_ids) for g in outs)
+
+
+def bench_set(name, model, prompts, args):
+    n_buckets = len({len(p) for p in prompts})
+    print(f"\n{name}: {len(prompts)} prompts, {n_buckets} distinct lengths (buckets), "
+          f"mean length {sum(map(len, prompts)) / len(prompts):.0f} tokens, {args.max_new_tokens} new tokens")
+    print(f"{'strategy':<12}{'wall s':>8}{'tokens/s':>10}{'vs seq':>8}{'CPU s':>8}{'vs seq':>8}  matches sequential")
+    ref = None
+    for strategy in ("sequential", "bucket", "pad"):
+        ids, wall, cpu, n_tok = time_strategy(model, prompts, args, strategy)
+        if ref is None:
+            ref, base_wall, base_cpu = ids, wall, cpu
+        print(f"{strategy:<12}{wall:>8.1f}{n_tok / wall:>10.0f}{base_wall / wall:>7.1f}x"
+              f"{cpu:>8.1f}{base_cpu / cpu:>7.1f}x  {ids == ref}", flush=True)
+
+
+@torch.inference_mode()
+def decode_one(model, prompt, n, use_cache):
+    """Greedy decoding of one prompt, with the KV cache or by re-running the whole sequence each step."""
+    ids = torch.tensor([prompt])
+    cache = model.new_kv_cache(1, len(prompt) + n) if use_cache else None
+    logits = model(ids, kv_cache=cache)[:, -1]
+    out = []
+    for _ in range(n):
+        nxt = sample_next(logits).view(1, 1)
+        out.append(nxt.item())
+        ids = torch.cat([ids, nxt], dim=1)
+        logits = model(nxt if use_cache else ids, kv_cache=cache)[:, -1]
+    return out
+
+
+def bench_cache(model, prompts, args):
+    print(f"\nKV cache vs no cache: {len(prompts)} real GSM8K prompts one at a time, {args.max_new_tokens} new tokens")
+    results, seconds = {}, {}
+    for use_cache in (False, True):
+        t0, c0 = time.perf_counter(), time.process_time()
+        results[use_cache] = [decode_one(model, p, args.max_new_tokens, use_cache) for p in prompts]
+        seconds[use_cache] = (time.perf_counter() - t0, time.process_time() - c0)
+        rate = len(prompts) * args.max_new_tokens / seconds[use_cache][0]
+        label = "KV cache" if use_cache else "no cache"
+        print(f"{label:<12}{seconds[use_cache][0]:>8.1f} wall s{rate:>8.0f} tokens/s{seconds[use_cache][1]:>8.1f} CPU s", flush=True)
+    (w0, c0), (w1, c1) = seconds[False], seconds[True]
+    print(f"speed-up {w0 / w1:.1f}x wall, {c0 / c1:.1f}x CPU; outputs identical: {results[False] == results[True]}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="prompts per set (default 200)")
+    ap.add_argument("--max_new_tokens", type=int, default=192, help="tokens generated per prompt (default 192)")
+    ap.add_argument("--batch_size", type=int, default=64, help="rows decoded together (default 64)")
+    ap.add_argument("--cache_n", type=int, default=8, help="prompts for the KV cache comparison (default 8)")
+    ap.add_argument("--ckpt", default=None, help="a checkpoint to time instead of a seeded random model")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["gsm8k", "synthetic", "cache"])
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = make_model(args.ckpt, args.seed)
+    print(f"model: {'checkpoint ' + args.ckpt if args.ckpt else 'seeded random, default size'} "
+          f"({model.num_params() / 1e6:.2f}M params), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    encode = lambda qs: [encode_prompt([{"role": "user", "content": q}]) for q in qs]
+    real = encode(gsm8k_questions(args.n))
+    if "gsm8k" not in args.skip:
+        bench_set("real GSM8K test questions", model, real, args)
+    if "synthetic" not in args.skip:
+        bench_set("synthetic GSM8K-style questions", model, encode(synthetic_questions(args.n)), args)
+    if "cache" not in args.skip:
+        bench_cache(model, real[: args.cache_n], args)
+
+
+if __name__ == "__main__":
+    main()
