@@ -9,38 +9,24 @@ sequential outputs (greedy). Then KV-cache decoding vs re-running the whole sequ
 A random model rarely emits EOT, so every row runs the full max_new_tokens: fine for timing.
 """
 import argparse
-import json
-import os
-import random
 import time
 from pathlib import Path
 
 import torch
 
 from lessons_lib.checkpoint import load_checkpoint
+from lessons_lib.data import load_qa_pairs
 from lessons_lib.generation import batched_generate, sample_next
 from lessons_lib.model import GPT, GPTConfig
 from lessons_lib.tokenizer import encode_prompt
 
 
 def gsm8k_questions(n: int) -> list[str]:
-    folder = os.environ.get("GSM8K_DIR")
-    if folder and (Path(folder) / "test.jsonl").exists():  # read directly: no dependency on data.py
-        with open(Path(folder) / "test.jsonl") as f:
-            return [json.loads(line)["question"] for line in f][:n]
-    from lessons_lib.data import load_qa_pairs
-    return [q for q, _ in load_qa_pairs("gsm8k", "test", limit=n)]
+    return [q for q, _ in load_qa_pairs("gsm8k", "test", limit=n)]  # GSM8K_DIR, else `datasets`
 
 
 def synthetic_questions(n: int) -> list[str]:
-    try:
-        from lessons_lib.synthetic import synthetic_qa_pairs
-        return [q for q, _ in synthetic_qa_pairs("test", n)]
-    except ImportError:  # stand-in generator: short GSM8K-style questions
-        rng = random.Random(0)
-        names, items = ["Ada", "Ben", "Cleo", "Dev"], ["apples", "pens", "cards", "eggs"]
-        return [f"{rng.choice(names)} has {rng.randint(2, 99)} {rng.choice(items)} and buys "
-                f"{rng.randint(2, 9)} packs of {rng.randint(2, 12)}. How many now?" for _ in range(n)]
+    return [q for q, _ in load_qa_pairs("synthetic", "test", limit=n)]  # the course's practice set
 
 
 def make_model(ckpt: str | None, seed: int):

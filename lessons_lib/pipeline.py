@@ -1,0 +1,200 @@
+"""`make checkpoints`: train every stage from nothing, score them, and write the manifest.
+
+    python -m lessons_lib.pipeline --out checkpoints            # the shipped run (<= 30 min, 2 CPU cores)
+    python -m lessons_lib.pipeline --out /tmp/ck --micro        # the whole pipeline in ~2 minutes
+
+Order: base_pretrained -> sft -> (preference pairs + reward model) -> dpo -> ppo -> grpo ->
+sft_continued (the control: SFT trained further on the same demonstrations for as many
+sequences as GRPO trained on). Every post-SFT stage starts from sft.pt. Then each checkpoint is
+scored greedily on the 500-problem synthetic *test* split by the repo's scorer, and
+`manifest.json` records sha256, parameters, config, seconds, accuracy with its 95% Wilson
+interval, KL at the end of PPO/GRPO, and exact McNemar p-values against SFT and the control.
+Everything is seeded; nothing here looks at the test split before the final scoring.
+"""
+import argparse
+import hashlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from lessons_lib import train_base, train_dpo, train_grpo, train_ppo, train_reward_model, train_sft
+from lessons_lib.checkpoint import load_checkpoint
+from lessons_lib.scoring import gsm8k_accuracy
+from lessons_lib.stage_table import mcnemar_exact, wilson_interval
+from lessons_lib.training import qa
+
+STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
+MODEL = dict(n_layer=4, n_head=4, n_embd=64, max_seq_len=1280)  # ~0.3M params; 1280 positions hold the longest real GSM8K question + 256 new tokens
+
+FULL = {
+    "base": dict(MODEL, steps=200, batch_size=16, docs=4000, doc_offset=2000, lr=6e-3),
+    "sft": dict(pool=1000, steps=1300, batch_size=16, lr=6e-3, eval_every=50, acc_every=200, patience=4,
+                dev_loss_n=200, dev_acc_n=100, max_new_tokens=160),
+    "reward_model": dict(prompts=384, samples=4, temperature=0.7, steps=40, batch_size=16, max_new_tokens=160),
+    "dpo": dict(steps=40, batch_size=16, lr=1e-5, beta=0.1, nll_coef=0.5, max_new_tokens=160),
+    "ppo": dict(steps=50, prompts_per_step=32, samples_per_prompt=2, lr=1e-4, kl_coef=0.04, eval_every=10,
+                temperature=0.7, max_new_tokens=160),
+    "grpo": dict(steps=120, prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.04, eval_every=20,
+                 temperature=0.7, max_new_tokens=160),
+    "test_n": 500,
+}
+MICRO = {  # same code paths, tiny sizes: for the smoke test
+    "base": dict(n_layer=1, n_head=2, n_embd=32, max_seq_len=640, steps=6, batch_size=4, docs=40, doc_offset=0,
+                 lr=3e-3, log_every=2),
+    "sft": dict(pool=16, steps=4, batch_size=4, eval_every=2, acc_every=2, patience=2, dev_loss_n=8, dev_acc_n=4, max_new_tokens=48),
+    "reward_model": dict(prompts=8, samples=4, gold_fallback=True, steps=2, batch_size=4, max_new_tokens=48, log_every=1),
+    "dpo": dict(steps=2, batch_size=4, dev_acc_n=4, max_new_tokens=48, log_every=1),
+    "ppo": dict(steps=2, prompts_per_step=4, samples_per_prompt=2, eval_every=2, dev_acc_n=4, max_new_tokens=48),
+    "grpo": dict(steps=2, prompts_per_step=2, group_size=4, eval_every=2, dev_acc_n=4, max_new_tokens=48),
+    "test_n": 8,
+}
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stage_configs(config: dict, out: Path, sft_best_step: int | None = None) -> dict:
+    """Each stage's full config: its module DEFAULTS, overridden by the pipeline config, with paths
+    pointing into `out`. The control continues SFT at the learning rate SFT had at the step it
+    kept (known once SFT has run: `sft_best_step`), held constant."""
+    ck = lambda name: str(out / f"{name}.pt")  # noqa: E731
+    grpo = {**train_grpo.DEFAULTS, **config["grpo"], "init": ck("sft")}
+    sft = {**train_sft.DEFAULTS, **config["sft"], "init": ck("base_pretrained")}
+    # the control trains on as many sequences as GRPO did, in as many optimizer steps
+    cont_batch = grpo["prompts_per_step"] * grpo["group_size"] // grpo["minibatches"]
+    cont_steps = grpo["steps"] * grpo["minibatches"]
+    return {
+        "base_pretrained": {**train_base.DEFAULTS, **config["base"]},
+        "sft": sft,
+        "reward_model": {**train_reward_model.DEFAULTS, **config["reward_model"], "init": ck("sft")},
+        "dpo": {**train_dpo.DEFAULTS, **config["dpo"], "init": ck("sft"),
+                "pairs": str(out / "logs" / "preference_pairs.jsonl")},
+        "ppo": {**train_ppo.DEFAULTS, **config["ppo"], "init": ck("sft")},
+        "grpo": grpo,
+        "sft_continued": {**sft, "init": ck("sft"), "stage": "sft_continued", "parent": "sft",
+                          "early_stop": False, "steps": cont_steps, "batch_size": cont_batch,
+                          "lr": train_sft.lr_at(sft_best_step or sft["steps"], sft), "min_lr_frac": 1.0,
+                          "warmup": 1, "eval_every": max(1, cont_steps // 4), "acc_every": max(1, cont_steps // 4)},
+    }
+
+
+MODULES = {"base_pretrained": train_base, "sft": train_sft, "reward_model": train_reward_model,
+           "dpo": train_dpo, "ppo": train_ppo, "grpo": train_grpo, "sft_continued": train_sft}
+
+
+def score(out: Path, stage: str, test_pairs) -> dict:
+    """Greedy accuracy of one checkpoint on the test split, records saved for paired comparisons."""
+    t0 = time.time()
+    model = load_checkpoint(out / f"{stage}.pt", device="cpu")
+    acc, records = gsm8k_accuracy(model, test_pairs, max_new_tokens=256, progress=False)
+    with open(out / "logs" / f"test_records_{stage}.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps({k: r[k] for k in ("index", "extracted", "gold", "correct", "response")}) + "\n")
+    correct = sum(r["correct"] for r in records)
+    lo, hi = wilson_interval(correct, len(records))
+    return {"accuracy": acc, "correct": correct, "n": len(records), "ci95": [round(lo, 4), round(hi, 4)],
+            "score_seconds": round(time.time() - t0, 1), "_correct": [r["correct"] for r in records]}
+
+
+def mcnemar(a: list[bool], b: list[bool]) -> dict:
+    """Paired exact McNemar test of a vs b on the same questions."""
+    fixed = sum(x and not y for x, y in zip(a, b))
+    broke = sum(y and not x for x, y in zip(a, b))
+    return {"fixed": fixed, "broke": broke, "p": mcnemar_exact(fixed, broke)}
+
+
+PARALLEL_LANES = [["grpo"], ["reward_model", "dpo", "ppo", "sft_continued"]]  # all start from sft.pt
+
+
+def _train_lane(names, cfgs, out, progress) -> dict:
+    """Train stages one after another in this process, on one thread (see `run`)."""
+    torch.set_num_threads(1)
+    summaries = {}
+    for name in names:
+        summaries[name] = MODULES[name].train(cfgs[name], out, progress=progress)
+        _print_summary(name, summaries[name])
+    return summaries
+
+
+def _score_lane(names, out, test_n) -> dict:
+    torch.set_num_threads(1)
+    test_pairs = qa("test", test_n)
+    return {name: score(out, name, test_pairs) for name in names}
+
+
+def _print_summary(name, summary):
+    print(f"[pipeline] {name:16s} done in {summary['seconds']:6.1f}s  "
+          + "  ".join(f"{k}={v}" for k, v in summary.items() if k not in ("stage", "seconds")), flush=True)
+
+
+def _in_parallel(fn, lanes, *args) -> dict:
+    """Run fn(lane, *args) for each lane in its own process; merge the returned dicts."""
+    with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn")) as pool:
+        results = [pool.submit(fn, lane, *args) for lane in lanes]
+        return {k: v for r in results for k, v in r.result().items()}
+
+
+def run(out, micro: bool = False, progress: bool = True) -> dict:
+    """Train all stages into `out`, score them on test, write out/manifest.json; return it.
+
+    Small models use one CPU thread almost as well as two (the matrices are too small to split
+    well), so after SFT the independent stages run as two one-thread processes side by side:
+    same results as running them in turn (each stage is seeded on its own), half the wall time."""
+    out = Path(out)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    config = MICRO if micro else FULL
+    cfgs, t_start = stage_configs(config, out), time.time()
+    stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress)
+    cfgs = stage_configs(config, out, sft_best_step=stages["sft"]["best_step"])
+    stages.update(_in_parallel(_train_lane, PARALLEL_LANES, cfgs, out, progress))
+    scores = _in_parallel(_score_lane, [STAGES[0::2], STAGES[1::2]], out, config["test_n"])
+    for name in STAGES:
+        stages[name].update(scores[name])
+    for name in STAGES:
+        print(f"[pipeline] {name:16s} test accuracy {stages[name]['accuracy']:.3f} "
+              f"(95% CI {stages[name]['ci95'][0]:.3f}-{stages[name]['ci95'][1]:.3f})", flush=True)
+    return write_manifest(out, config, cfgs, stages, time.time() - t_start, micro)
+
+
+def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
+    correct = {name: stages[name].pop("_correct") for name in STAGES}
+    comparisons = {f"{a}_vs_{b}": mcnemar(correct[a], correct[b]) for a, b in
+                   [("dpo", "sft"), ("ppo", "sft"), ("grpo", "sft"), ("grpo", "sft_continued"),
+                    ("sft_continued", "sft"), ("ppo", "sft_continued"), ("dpo", "sft_continued")]}
+    manifest = {"config": "micro" if micro else "full", "total_seconds": round(seconds, 1),
+                "test_set": {"dataset": "synthetic", "split": "test", "n": config["test_n"],
+                             "decoding": "greedy", "calculator": True, "max_new_tokens": 256},
+                "torch": torch.__version__, "stages": {}, "comparisons": comparisons,
+                "reward_model": stages["reward_model"]}
+    for name in STAGES:
+        path = out / f"{name}.pt"
+        model = load_checkpoint(path, device="cpu")
+        manifest["stages"][name] = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
+                                    "parameters": model.num_params(), "parent": model.meta.get("parent"),
+                                    "config": cfgs[name], **stages[name]}
+    with open(out / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=1)
+    print(f"[pipeline] wrote {out / 'manifest.json'} (total {seconds / 60:.1f} min)", flush=True)
+    return manifest
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="checkpoints", help="folder for the six .pt files, logs/ and manifest.json")
+    ap.add_argument("--micro", action="store_true", help="tiny config: the whole pipeline in ~2 minutes")
+    ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
+    args = ap.parse_args()
+    run(args.out, micro=args.micro, progress=args.progress)
+
+
+if __name__ == "__main__":
+    main()

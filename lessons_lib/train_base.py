@@ -1,0 +1,67 @@
+"""Stage 1 -- base_pretrained: next-token prediction on plain problem text (no chat template).
+
+Each training document is one problem written out as plain text, question then worked answer:
+
+    [BOS] Mia bakes 3 dozen cookies. ... How many cookies are left?\\n3*12 = <<3*12=36>>36 ...\\n#### 20
+
+A document is one whole sequence starting at position 0, so the model sees every position a
+prompt + answer will ever use (a model pretrained on short windows produces garbage past them).
+The base model never sees the chat tokens (USER, ASSISTANT), so asked in chat format it scores ~0%:
+it knows the *language* of the task, not how to answer a question. That is SFT's job.
+"""
+import math
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+from lessons_lib.metrics import MetricsLogger
+from lessons_lib.tokenizer import BOS, EOT, encode
+from lessons_lib.training import (Timer, collate, cycle_batches, lm_loss, new_model, qa, save_stage,
+                                  seed_everything, stage_cli)
+
+DEFAULTS = dict(seed=0, n_layer=4, n_head=4, n_embd=64, max_seq_len=640,
+                docs=4000, doc_offset=2000, steps=200, batch_size=16, lr=6e-3, warmup=20, log_every=10)
+
+
+def document(question: str, answer: str) -> list[int]:
+    """One plain-text document: BOS, question, newline, worked answer, EOT (the end-of-text)."""
+    return [BOS] + encode(question + "\n" + answer) + [EOT]
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    """Linear warmup then cosine decay to 10% (pretraining can afford to anneal)."""
+    if step < cfg["warmup"]:
+        return cfg["lr"] * (step + 1) / cfg["warmup"]
+    progress = (step - cfg["warmup"]) / max(1, cfg["steps"] - cfg["warmup"])
+    return cfg["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(cfg: dict, out_dir, progress: bool = True) -> dict:
+    """Pretrain from random weights; write out_dir/base_pretrained.pt and logs/base_pretrained.jsonl."""
+    seed_everything(cfg["seed"])
+    timer = Timer()
+    docs = [document(q, a) for q, a in qa("train", cfg["docs"], offset=cfg["doc_offset"])]
+    examples = [(d, [1] * len(d)) for d in docs]  # every token is a target (except the first)
+    model = new_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95), weight_decay=0.1)
+    batches = cycle_batches(examples, cfg["batch_size"], random.Random(cfg["seed"]))
+    with MetricsLogger(f"{out_dir}/logs/base_pretrained.jsonl") as log:
+        for step in tqdm(range(cfg["steps"]), desc="base_pretrained", disable=not progress):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            idx, mask = collate(*zip(*next(batches)))
+            loss = lm_loss(model, idx, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step % cfg["log_every"] == 0 or step == cfg["steps"] - 1:
+                log.log(step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
+    save_stage(out_dir, "base_pretrained", model, parent=None, training={**cfg, "seconds": timer.seconds})
+    return {"stage": "base_pretrained", "seconds": timer.seconds, "final_loss": round(loss.item(), 4),
+            "params": model.num_params()}
+
+
+if __name__ == "__main__":
+    stage_cli("base", DEFAULTS, train, __doc__.splitlines()[0])

@@ -1,0 +1,88 @@
+"""Stage -- dpo: Direct Preference Optimization (Rafailov et al. 2023) from SFT.
+
+No reward model and no sampling during training: DPO turns the preference pairs built from SFT
+samples (chosen = correct, rejected = incorrect, same prompt; see `train_reward_model.build_pairs`)
+into a classification loss on log-probability *ratios* against the frozen SFT reference:
+
+    loss = -log sigmoid( beta * [(log pi(c) - log ref(c)) - (log pi(r) - log ref(r))] )
+
+plus `nll_coef` x the chosen answer's per-token NLL (prototype lesson: pure DPO at lr 1e-4 or 3e-5
+collapsed -- it can lower both answers' probabilities; lr 1e-5 with 0.5 x NLL on chosen helped).
+Log-probs sum over the tokens the model chose (calculator-forced tokens excluded).
+"""
+import copy
+import json
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+from lessons_lib.calculator import calculator_forced_byte_mask
+from lessons_lib.losses import dpo_loss
+from lessons_lib.metrics import MetricsLogger
+from lessons_lib.tokenizer import decode
+from lessons_lib.train_reward_model import pair_tensors
+from lessons_lib.training import (Timer, collate, evaluate, load_trainable, qa, save_stage, seed_everything,
+                                  sequence_logprobs, stage_cli, user_prompt)
+
+DEFAULTS = dict(seed=0, init="checkpoints/sft.pt", pairs="checkpoints/logs/preference_pairs.jsonl",
+                steps=60, batch_size=16, lr=1e-5, beta=0.1, nll_coef=0.5, log_every=5, dev_acc_n=200,
+                max_new_tokens=256)
+
+
+def policy_mask(seq: list[int], prompt_len: int) -> list[int]:
+    """1 on reply tokens the model chose; 0 on the prompt and calculator-forced characters."""
+    reply = seq[prompt_len:]
+    forced = calculator_forced_byte_mask(decode(reply)) + [False]  # decode drops EOT; pad for it
+    return [0] * prompt_len + [0 if forced[i] else 1 for i in range(len(reply))]
+
+
+def batch_logps(model, pairs):
+    """Summed chosen/rejected log-probs and the chosen per-token NLL for a batch of pairs."""
+    seqs, masks = [], []
+    for p in pairs:
+        n = len(user_prompt(p["question"]))
+        for s in pair_tensors(p):
+            seqs.append(s); masks.append(policy_mask(s, n))
+    idx, mask = collate(seqs, masks)
+    mask = mask[:, 1:]
+    logp = sequence_logprobs(model, idx) * mask
+    sums = logp.sum(dim=1)
+    chosen_nll = -(logp[0::2].sum() / mask[0::2].sum())
+    return sums[0::2], sums[1::2], chosen_nll
+
+
+def train(cfg: dict, out_dir, progress: bool = True) -> dict:
+    """DPO from cfg["init"] on cfg["pairs"]; write out_dir/dpo.pt and logs/dpo.jsonl."""
+    seed_everything(cfg["seed"])
+    timer = Timer()
+    with open(cfg["pairs"]) as f:
+        pairs = [json.loads(line) for line in f]
+    if not pairs:
+        raise ValueError(f"{cfg['pairs']} has no preference pairs; run train_reward_model first")
+    model = load_trainable(cfg["init"])
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95), weight_decay=0.0)
+    rng = random.Random(cfg["seed"])
+    with MetricsLogger(f"{out_dir}/logs/dpo.jsonl") as log:
+        for step in tqdm(range(cfg["steps"]), desc="dpo", disable=not progress):
+            batch = rng.sample(pairs, min(cfg["batch_size"], len(pairs)))
+            with torch.no_grad():
+                ref_c, ref_r, _ = batch_logps(ref, batch)
+            pol_c, pol_r, nll = batch_logps(model, batch)
+            loss, r_c, r_r = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta=cfg["beta"])
+            opt.zero_grad(set_to_none=True)
+            (loss + cfg["nll_coef"] * nll).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step % cfg["log_every"] == 0 or step == cfg["steps"] - 1:
+                log.log(step, loss=loss.item(), chosen_nll=nll.item(), implicit_acc=(r_c > r_r).float().mean().item(),
+                        margin=(r_c - r_r).mean().item(), chosen_reward=r_c.mean().item(), rejected_reward=r_r.mean().item())
+        dev_acc = evaluate(model, qa("dev", cfg["dev_acc_n"]), cfg["max_new_tokens"])
+        log.log(cfg["steps"], dev_acc=dev_acc)
+    save_stage(out_dir, "dpo", model, parent="sft", training={**cfg, "seconds": timer.seconds})
+    return {"stage": "dpo", "seconds": timer.seconds, "dev_acc": dev_acc}
+
+
+if __name__ == "__main__":
+    stage_cli("dpo", DEFAULTS, train, __doc__.splitlines()[0])

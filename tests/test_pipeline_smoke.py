@@ -1,0 +1,53 @@
+"""The whole pipeline on the micro config (~2 minutes): every stage trains, writes a checkpoint
+that loads, a metrics log, and a manifest with accuracies, intervals and sha256s."""
+import hashlib
+import json
+
+import pytest
+
+from lessons_lib.checkpoint import load_checkpoint
+from lessons_lib.metrics import read_metrics
+from lessons_lib.pipeline import STAGES, run
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("checkpoints")
+    manifest = run(out, micro=True, progress=False)
+    return out, manifest
+
+
+def test_every_checkpoint_loads_with_stage_meta(micro_run):
+    out, _ = micro_run
+    for stage in STAGES:
+        model = load_checkpoint(out / f"{stage}.pt", device="cpu")
+        assert model.meta["stage"] == stage and model.calculator is True
+        assert model.meta["parent"] == {"base_pretrained": None, "sft": "base_pretrained"}.get(stage, "sft")
+
+
+def test_metrics_logs_written(micro_run):
+    out, _ = micro_run
+    for name in STAGES + ["reward_model"]:
+        rows = read_metrics(out / "logs" / f"{name}.jsonl")
+        assert rows and all("step" in r for r in rows)
+    grpo = read_metrics(out / "logs" / "grpo.jsonl")
+    assert {"reward", "kl", "clip_frac", "groups_with_spread"} <= set(grpo[-1])
+    assert {"reward", "kl", "clip_frac", "value_loss"} <= set(read_metrics(out / "logs" / "ppo.jsonl")[-1])
+    assert "implicit_acc" in read_metrics(out / "logs" / "dpo.jsonl")[0]
+    assert "heldout_pref_acc" in read_metrics(out / "logs" / "reward_model.jsonl")[0]
+    assert "dev_loss" in read_metrics(out / "logs" / "sft.jsonl")[-1]
+
+
+def test_manifest_is_complete_and_consistent(micro_run):
+    out, manifest = micro_run
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    for stage in STAGES:
+        entry = manifest["stages"][stage]
+        assert entry["sha256"] == hashlib.sha256((out / f"{stage}.pt").read_bytes()).hexdigest()
+        assert 0.0 <= entry["ci95"][0] <= entry["accuracy"] <= entry["ci95"][1] <= 1.0
+        assert entry["n"] == manifest["test_set"]["n"] and entry["parameters"] > 0
+    assert "final_kl" in manifest["stages"]["grpo"] and "final_kl" in manifest["stages"]["ppo"]
+    assert 0.0 <= manifest["comparisons"]["grpo_vs_sft"]["p"] <= 1.0
+    # the control trains on as many sequences as GRPO did
+    cont, grpo = manifest["stages"]["sft_continued"]["config"], manifest["stages"]["grpo"]["config"]
+    assert cont["steps"] * cont["batch_size"] == grpo["steps"] * grpo["prompts_per_step"] * grpo["group_size"]

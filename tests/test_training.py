@@ -1,0 +1,57 @@
+"""The shared training pieces: SFT masks, batching, RL masks and log-probs."""
+import torch
+
+from lessons_lib.generation import Generation
+from lessons_lib.tokenizer import EOT, PAD, decode, encode, encode_prompt
+from lessons_lib.train_sft import lr_at
+from lessons_lib.training import (collate, lm_loss, new_model, rollout_batch, sequence_logprobs,
+                                  sft_example, sft_target)
+
+QUESTION = "Mia has 3 boxes of 4 pens. How many pens?"
+ANSWER = "<<3*4=12>>12 pens\n#### 12"
+
+
+def test_sft_target_ends_with_answer_tag():
+    assert sft_target(ANSWER) == "<<3*4=12>>12 pens\n<answer>12</answer>"
+
+
+def test_sft_mask_covers_reply_but_not_prompt_or_forced_tokens():
+    ids, mask = sft_example(QUESTION, ANSWER)
+    prompt = encode_prompt([{"role": "user", "content": QUESTION}])
+    assert ids[:len(prompt)] == prompt and not any(mask[:len(prompt)])
+    assert ids[-1] == EOT and mask[-1] == 1  # the model learns to stop
+    trained = decode([i for i, m in zip(ids, mask) if m])
+    assert trained == "<<3*4=12 pens\n<answer>12</answer>"  # '12>>' is forced by the calculator
+
+
+def test_collate_right_pads_with_zero_mask():
+    idx, mask = collate([[1, 2, 3], [4]], [[0, 1, 1], [1]])
+    assert idx.tolist() == [[1, 2, 3], [4, PAD, PAD]]
+    assert mask.tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+def test_rollout_masks_exclude_prompt_padding_and_forced():
+    gens = [Generation("a", [97, 98, EOT], [False, True, False], True), Generation("b", [99], [False], False)]
+    idx, policy, response = rollout_batch([[1, 2], [3, 4, 5]], gens)
+    assert idx.tolist() == [[1, 2, 97, 98, EOT], [3, 4, 5, 99, PAD]]
+    assert policy.tolist() == [[0, 0, 1, 0, 1], [0, 0, 0, 1, 0]]
+    assert response.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 1, 0]]
+
+
+def test_logprobs_and_loss_agree_and_padding_does_not_leak():
+    torch.manual_seed(0)
+    model = new_model(dict(n_layer=1, n_head=2, n_embd=16, max_seq_len=64)).eval()
+    seq = encode("hello")
+    alone = sequence_logprobs(model, torch.tensor([seq]))
+    idx, mask = collate([seq, seq + encode(" world")], [[1] * 5, [1] * 11])
+    batched = sequence_logprobs(model, idx)
+    assert torch.allclose(alone[0], batched[0, :4], atol=1e-5)  # right padding never seen by real tokens
+    loss = lm_loss(model, torch.tensor([seq]), torch.ones(1, 5))
+    assert torch.allclose(loss, -alone.mean(), atol=1e-5)
+
+
+def test_sft_lr_schedule_warmup_then_cosine_floor():
+    cfg = dict(lr=1.0, warmup=10, steps=110, min_lr_frac=0.1)
+    assert lr_at(5, cfg) == 0.5 and lr_at(10, cfg) == 1.0
+    assert abs(lr_at(110, cfg) - 0.1) < 1e-9 and abs(lr_at(60, cfg) - 0.55) < 1e-9
+    assert lr_at(50, dict(cfg, min_lr_frac=1.0)) == 1.0  # the control's constant rate
