@@ -13,17 +13,21 @@ _PUBLIC = {  # name -> module that defines it
     "encode": "tokenizer", "decode": "tokenizer", "encode_prompt": "tokenizer",
     "encode_conversation": "tokenizer",
     # the model and its checkpoints
-    "GPT": "model", "GPTConfig": "model",
+    "GPT": "model", "GPTConfig": "model", "KVCache": "model",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "CheckpointError": "checkpoint", "default_device": "checkpoint",
-    # generation
+    # generation, with GSM8K's calculator
     "batched_generate": "generation", "Generation": "generation",
     "evaluate_expression": "calculator", "format_result": "calculator",
-    # data
+    "calculator_forced_mask": "calculator", "calculator_forced_byte_mask": "calculator",
+    # data: real GSM8K and the synthetic practice set
     "load_qa_pairs": "data", "solution_with_answer_tag": "data",
-    "DatasetUnavailableError": "data",
+    "DatasetUnavailableError": "data", "DatasetFormatError": "data",
+    "synthetic_qa_pairs": "synthetic", "run_sanity_check": "check_verifier",
     # scoring and the stage table
-    "gsm8k_accuracy": "scoring",
+    "gsm8k_accuracy": "scoring", "failure_category": "scoring",
+    "wilson_interval": "stage_table", "mcnemar_exact": "stage_table",
+    "read_rows": "stage_table", "render_table": "stage_table", "plot_stage_accuracy": "stage_table",
     # training
     "MetricsLogger": "metrics",
 }
