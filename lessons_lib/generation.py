@@ -37,7 +37,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from .calculator import MAX_EXPR_CHARS, pending_result
 from .tokenizer import EOT, PAD, decode

@@ -15,7 +15,7 @@ import json
 import random
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from lessons_lib.calculator import calculator_forced_byte_mask
 from lessons_lib.losses import dpo_loss

@@ -13,7 +13,7 @@ calculator forced are masked out of the loss (the policy never chose them).
 import copy
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from rewards import gsm8k_gold_answer, reward_gsm8k
 from lessons_lib.losses import group_advantages, kl_k3, masked_mean, ppo_clipped_loss

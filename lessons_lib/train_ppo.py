@@ -14,7 +14,7 @@ The RLHF recipe (Ouyang et al. 2022), with the verifiable reward instead of a le
 import copy
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from rewards import gsm8k_gold_answer, reward_gsm8k
 from lessons_lib.losses import gae, kl_k3, masked_mean, ppo_clipped_loss, value_loss

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from rewards import gsm8k_gold_answer, is_correct
 from lessons_lib.losses import bradley_terry_loss

@@ -17,7 +17,7 @@ import math
 import random
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from lessons_lib.metrics import MetricsLogger
 from lessons_lib.training import (Timer, collate, cycle_batches, dataset_loss, evaluate, lm_loss,

@@ -1,0 +1,131 @@
+"""`make table`: score every shipped checkpoint and print the across-stage table(s).
+
+What it does, for real every time (no cached numbers):
+
+1. For each dataset — the held-out synthetic GSM8K-format test set (500 problems) and, when it is
+   available (`GSM8K_DIR` or the `datasets` library), real GSM8K test (first 200, as in the seed) —
+   it runs exactly the seed's loop, in one process so torch loads once:
+
+       for s in base_pretrained sft dpo ppo grpo sft_continued; do
+         python scripts/eval_post_training.py --ckpt checkpoints/$s.pt --label $s --append TABLE ...
+       done
+
+2. Prints each table: accuracy with a Wilson 95% interval, and exact McNemar paired tests of each
+   stage against the checkpoint it started from (sft vs base_pretrained; dpo, ppo, grpo vs sft) and
+   of the RL stages against the compute-matched control `sft_continued` (SFT trained further for as
+   long as GRPO trained — shown as a marked control row).
+3. Writes `outputs/stage_table_<dataset>.jsonl` (+ per-item records), `outputs/stage_table.md` and
+   the plot `outputs/stage_table.png`. The tables are started fresh on each run.
+
+Honest expectations: tiny CPU-trained models score about 0% on real GSM8K; the synthetic set is where
+the climb is visible on a laptop. Point `--ckpt_dir` at your own checkpoints to score them instead.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a clone without installing
+sys.path.insert(0, str(REPO / "scripts"))
+
+import eval_post_training as evalpt  # noqa: E402  (the seed's CLI, reused in-process)
+from lessons_lib.stage_table import read_rows, render_table  # noqa: E402
+
+STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
+PARENT = {"sft": "base_pretrained", "dpo": "sft", "ppo": "sft", "grpo": "sft", "sft_continued": "sft"}
+CONTROL = {"dpo": "sft_continued", "ppo": "sft_continued", "grpo": "sft_continued"}  # RL vs compute-matched
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Each run re-scores everything.")
+    p.add_argument("--ckpt_dir", default=str(REPO / "checkpoints"),
+                   help="folder with <stage>.pt files (default: the repo's checkpoints/)")
+    p.add_argument("--out_dir", default=str(REPO / "outputs"),
+                   help="where tables, records, stage_table.md and the plot go (default: the repo's outputs/, git-ignored)")
+    p.add_argument("--synthetic_limit", type=int, default=None, help="synthetic test problems (default: all 500)")
+    p.add_argument("--gsm8k_limit", type=int, default=200, help="real GSM8K test problems (default: 200, the seed's --limit 200)")
+    p.add_argument("--skip_gsm8k", action="store_true", help="score the synthetic set only")
+    p.add_argument("--max_new_tokens", type=int, default=256, help="generation budget per answer (default: 256)")
+    p.add_argument("--batch_size", type=int, default=64, help="prompts decoded together (default: 64)")
+    p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, fastest for tiny models)")
+    p.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    return p.parse_args(argv)
+
+
+def gsm8k_available() -> tuple[bool, str]:
+    """Whether real GSM8K test can be loaded here, and why not."""
+    from lessons_lib.data import load_qa_pairs
+    try:
+        load_qa_pairs("gsm8k", "test", limit=1)
+        return True, ""
+    except Exception as e:  # DatasetUnavailableError, or no network for `datasets`
+        return False, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+
+def score_dataset(dataset, limit, ckpts, args) -> Path:
+    """The seed's loop over stages for one dataset; returns the fresh table's path."""
+    out_dir = Path(args.out_dir)
+    table = out_dir / f"stage_table_{dataset}.jsonl"
+    table.unlink(missing_ok=True)  # a fresh table each run: every number below was just measured
+    for stage, ckpt in ckpts.items():
+        argv = ["--ckpt", str(ckpt), "--label", stage, "--append", str(table), "--dataset", dataset,
+                "--max_new_tokens", str(args.max_new_tokens), "--batch_size", str(args.batch_size),
+                "--threads", str(args.threads)]
+        argv += ["--limit", str(limit)] if limit else []
+        argv += ["--parent", PARENT[stage]] if stage in PARENT else []
+        argv += ["--control", CONTROL[stage]] if stage in CONTROL else []
+        argv += ["--device", args.device] if args.device else []
+        argv += ["--no_progress"] if args.no_progress else []
+        evalpt.run_scoring(evalpt.parse_args(argv))
+    return table
+
+
+def save_plot(tables, path):
+    """One panel per dataset: accuracy per stage with Wilson 95% bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lessons_lib.stage_table import plot_stage_accuracy
+    fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 3.8), squeeze=False)
+    for ax, (dataset, table) in zip(axes[0], tables.items()):
+        plot_stage_accuracy(read_rows(table), ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    ckpt_dir, out_dir = Path(args.ckpt_dir), Path(args.out_dir)
+    ckpts = {s: ckpt_dir / f"{s}.pt" for s in STAGES if (ckpt_dir / f"{s}.pt").exists()}
+    missing = [s for s in STAGES if s not in ckpts]
+    if not ckpts:
+        sys.exit(f"error: no checkpoints in {ckpt_dir}. Build them with `make checkpoints`, "
+                 f"or pass --ckpt_dir with files named {', '.join(s + '.pt' for s in STAGES)}.")
+    if missing:
+        print(f"note: missing {', '.join(missing)} in {ckpt_dir}; scoring the rest", flush=True)
+    datasets = {"synthetic": args.synthetic_limit}
+    if not args.skip_gsm8k:
+        ok, why = gsm8k_available()
+        if ok:
+            datasets["gsm8k"] = args.gsm8k_limit
+        else:
+            print(f"note: real GSM8K not available, scoring the synthetic set only ({why}). "
+                  f"Set GSM8K_DIR to a folder with test.jsonl to add it.", flush=True)
+    tables = {d: score_dataset(d, limit, ckpts, args) for d, limit in datasets.items()}
+    rows = [row for table in tables.values() for row in read_rows(table)]
+    print("\n" + render_table(rows))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stage_table.md").write_text(render_table(rows, markdown=True) + "\n")
+    save_plot(tables, out_dir / "stage_table.png")
+    print(f"\nwrote {', '.join(str(t) for t in tables.values())}, {out_dir / 'stage_table.md'}, "
+          f"{out_dir / 'stage_table.png'}  ({time.perf_counter() - t0:.0f}s in all)")
+
+
+if __name__ == "__main__":
+    main()

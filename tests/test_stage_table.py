@@ -1,0 +1,189 @@
+"""Stage table: safe concurrent appends, precise errors, Wilson, exact McNemar, rendering, plot."""
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+from fractions import Fraction
+
+import pytest
+
+from lessons_lib import stage_table as st
+
+
+def _row(label, correct, n=100, dataset="synthetic", split="test", **kw):
+    return {"label": label, "dataset": dataset, "split": split, "n": n, "correct": correct,
+            "accuracy": correct / n, **kw}
+
+
+def _records(correct_flags, questions=None):
+    return [{"index": i, "question": (questions or {}).get(i, f"q{i}"), "correct": c}
+            for i, c in enumerate(correct_flags)]
+
+
+# ---- appending ------------------------------------------------------------------------------
+
+def _append_many(path, writer, count):
+    payload = "x" * 3000  # long lines: a torn write would show up as interleaved bytes
+    for i in range(count):
+        st.append_jsonl(path, {"writer": writer, "i": i, "payload": payload})
+
+
+def test_two_processes_appending_lose_nothing_and_never_interleave(tmp_path):
+    path = tmp_path / "table.jsonl"
+    ctx = mp.get_context("spawn")  # real separate processes, not threads
+    procs = [ctx.Process(target=_append_many, args=(str(path), w, 300)) for w in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    lines = path.read_text().splitlines()
+    assert len(lines) == 600
+    rows = [json.loads(line) for line in lines]  # every line parses: no interleaving
+    for w in (0, 1):
+        assert [r["i"] for r in rows if r["writer"] == w] == list(range(300))  # none lost, in order
+
+
+def test_append_creates_parent_dirs_and_round_trips(tmp_path):
+    path = tmp_path / "deep" / "dir" / "t.jsonl"
+    st.append_row(path, _row("sft", 40))
+    st.append_row(path, _row("grpo", 60))
+    assert [r["label"] for r in st.read_rows(path)] == ["sft", "grpo"]
+
+
+def test_broken_line_reports_file_and_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(_row("a", 1)) + "\n\n" + '{"label": "b", "n": 3,\n' + json.dumps(_row("c", 2)) + "\n")
+    with pytest.raises(st.StageTableError, match=rf"{path.name}:3: not valid JSON"):
+        st.read_rows(path)
+
+
+def test_non_object_line_and_missing_keys_are_clear_errors(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("[1, 2]\n")
+    with pytest.raises(st.StageTableError, match=r"t.jsonl:1: expected a JSON object"):
+        st.read_rows(path)
+    path.write_text(json.dumps({"label": "x"}) + "\n")
+    with pytest.raises(st.StageTableError, match="lacks"):
+        st.read_rows(path)
+    with pytest.raises(st.StageTableError, match="no such file"):
+        st.read_rows(tmp_path / "missing.jsonl")
+
+
+def test_duplicate_label_keeps_latest_in_first_position_and_says_so():
+    rows = [_row("base", 1), _row("sft", 30), _row("grpo", 50), _row("sft", 35)]
+    kept, dropped = st.latest_rows(rows)
+    assert [(r["label"], r["correct"]) for r in kept] == [("base", 1), ("sft", 35), ("grpo", 50)]
+    assert dropped == 1
+    text = st.render_table(rows)
+    assert "35.0%" in text and "30.0%" not in text
+    assert "1 older row(s) with a repeated label were replaced" in text
+
+
+def test_same_label_on_two_datasets_is_not_a_duplicate():
+    rows = [_row("sft", 30), _row("sft", 0, n=200, dataset="gsm8k")]
+    kept, dropped = st.latest_rows(rows)
+    assert len(kept) == 2 and dropped == 0
+    text = st.render_table(rows)
+    assert "[synthetic / test]" in text and "[gsm8k / test]" in text
+
+
+# ---- statistics -----------------------------------------------------------------------------
+
+def test_wilson_matches_hand_computation_and_edges():
+    lo, hi = st.wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+    lo, hi = st.wilson_interval(0, 200)
+    assert lo == 0.0 and hi == pytest.approx(0.01884, abs=1e-4)  # not the degenerate [0, 0]
+    lo, hi = st.wilson_interval(200, 200)
+    assert hi == 1.0 and lo == pytest.approx(1 - 0.01884, abs=1e-4)
+    assert st.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_mcnemar_exact_against_binomial_by_hand():
+    assert st.mcnemar_exact(0, 0) == 1.0
+    assert st.mcnemar_exact(5, 5) == 1.0
+    assert st.mcnemar_exact(6, 0) == pytest.approx(2 / 64)  # 2 * (1/2)^6
+    assert st.mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # symmetric
+    expected = float(2 * Fraction(sum(math.comb(12, i) for i in range(3)), 2 ** 12))
+    assert st.mcnemar_exact(10, 2) == pytest.approx(expected)  # 0.03857...
+    assert 0 < st.mcnemar_exact(200, 5) < 1e-40  # tiny p-values do not underflow to 0
+
+
+def test_paired_counts_fixed_and_broke():
+    old = _records([True, True, False, False, False])
+    new = _records([True, False, True, True, False])
+    c = st.paired_counts(new, old)
+    assert (c["both_right"], c["fixed"], c["broke"], c["both_wrong"], c["n"]) == (1, 2, 1, 1, 5)
+    assert c["fixed_ids"] == [2, 3] and c["broke_ids"] == [1]
+    assert c["p"] == pytest.approx(1.0)
+
+
+def test_paired_counts_refuses_different_questions():
+    with pytest.raises(ValueError, match="different questions"):
+        st.paired_counts(_records([True]), _records([True], questions={0: "other"}))
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+def _table_with_records(tmp_path):
+    flags = {"base_pretrained": [False] * 40, "sft": [i % 2 == 0 for i in range(40)],
+             "grpo": [i % 4 != 3 for i in range(40)], "sft_continued": [i % 3 != 2 for i in range(40)]}
+    parents = {"sft": "base_pretrained", "grpo": "sft", "sft_continued": "sft"}
+    table = tmp_path / "t.jsonl"
+    for label, f in flags.items():
+        rec = tmp_path / f"{label}.jsonl"
+        st.write_records(rec, _records(f))
+        st.append_row(table, _row(label, sum(f), n=40, records=str(rec), parent=parents.get(label),
+                                  control="sft_continued" if label == "grpo" else None))
+    return table
+
+
+def test_render_table_with_intervals_and_paired_tests(tmp_path):
+    text = st.render_table(st.read_rows(_table_with_records(tmp_path)))
+    lines = text.splitlines()
+    assert lines[1].split()[:4] == ["stage", "synthetic", "acc", "95%"]
+    sft = next(line for line in lines if line.startswith("sft "))
+    assert "50.0%" in sft and "+50.0 vs base_pretrained (+20/-0, p=" in sft
+    grpo = next(line for line in lines if line.startswith("grpo"))
+    assert "+25.0 vs sft (+10/-0, p=0.002)" in grpo and "vs sft_continued" in grpo
+    assert any(line.startswith("sft_continued (control)") for line in lines)
+    assert "Wilson" in text and "McNemar" in text
+
+
+def test_render_markdown(tmp_path):
+    md = st.render_table(st.read_rows(_table_with_records(tmp_path)), markdown=True)
+    assert "| stage | synthetic acc | 95% CI | n |" in md
+    assert md.count("\n| ") >= 5 and "---:" in md
+
+
+def test_table_without_records_has_no_paired_columns():
+    text = st.render_table([_row("base", 2), _row("sft", 40, parent="base")])
+    assert "vs parent" not in text.splitlines()[1]
+    assert "40.0%" in text
+
+
+def test_plot_writes_png(tmp_path):
+    out = tmp_path / "plot.png"
+    st.plot_stage_accuracy(st.read_rows(_table_with_records(tmp_path)), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_row_fields(tmp_path, monkeypatch):
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"weights")
+    recs = [{"correct": True}, {"correct": False}, {"correct": True}, {"correct": True}]
+    row = st.make_row("sft", recs, ckpt=ckpt, dataset="synthetic", split="test", max_new_tokens=64,
+                      strategy=None, seconds=2.0, generated_tokens=100, records_path=tmp_path / "r.jsonl")
+    assert (row["n"], row["correct"], row["accuracy"]) == (4, 3, 0.75)
+    assert row["ckpt_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert row["ckpt"] == str(ckpt.resolve())  # outside the repo: absolute
+    assert row["tokens_per_s"] == 50.0 and row["strategy"] == "auto"
+    assert row["lessons_lib_version"]
+    assert st.display_path(st.REPO_ROOT / "checkpoints" / "sft.pt") == "checkpoints/sft.pt"
+
+
+def test_skipped_prompts_are_noted():
+    text = st.render_table([_row("sft", 0, n=200, dataset="gsm8k", skipped=23), _row("base", 0, n=200, dataset="gsm8k")])
+    assert "counted wrong): sft 23/200" in text and "base" not in text.splitlines()[-1]
