@@ -12,7 +12,6 @@ interval, KL at the end of PPO/GRPO, and exact McNemar p-values against SFT and 
 Everything is seeded; nothing here looks at the test split before the final scoring.
 """
 import argparse
-import hashlib
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +23,7 @@ import torch
 from lessons_lib import train_base, train_dpo, train_grpo, train_ppo, train_reward_model, train_sft
 from lessons_lib.checkpoint import load_checkpoint
 from lessons_lib.scoring import gsm8k_accuracy
-from lessons_lib.stage_table import mcnemar_exact, wilson_interval
+from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
 from lessons_lib.training import qa
 
 STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
@@ -52,14 +51,6 @@ MICRO = {  # same code paths, tiny sizes: for the smoke test
     "grpo": dict(steps=2, prompts_per_step=2, group_size=4, eval_every=2, dev_acc_n=4, max_new_tokens=48),
     "test_n": 8,
 }
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def stage_configs(config: dict, out: Path, sft_best_step: int | None = None) -> dict:
@@ -178,7 +169,7 @@ def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
     for name in STAGES:
         path = out / f"{name}.pt"
         model = load_checkpoint(path, device="cpu")
-        manifest["stages"][name] = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
+        manifest["stages"][name] = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
                                     "parameters": model.num_params(), "parent": model.meta.get("parent"),
                                     "config": cfgs[name], **stages[name]}
     with open(out / "manifest.json", "w") as f:
