@@ -118,15 +118,43 @@ def arithmetic_errors(text: str) -> list[str]:
     return errors
 
 
-FAILURE_CATEGORIES = ("correct", "truncated", "no answer", "wrong arithmetic", "wrong reasoning")
+# Numbers a solution may use without copying them: written as words, or common knowledge (7 days,
+# 60 minutes, 12 months...). Generous on purpose: a number is only called "unsupported" when it
+# can't have come from anywhere.
+_NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "twenty": 20, "hundred": 100,
+                 "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "half": 2, "triple": 3, "quarter": 4}
+_COMMON_NUMBERS = {1, 2, 3, 4, 7, 10, 12, 24, 30, 52, 60, 100, 365, 1000}
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # 2.5 is one number, not 2 and 5
+
+
+def unsupported_numbers(question: str, response: str) -> list[float]:
+    """Operands of the response's `<<expr=...>>` calculations that appear nowhere before them: not
+    in the question (as digits or a word like "dozen"), not the result of an earlier calculation,
+    not a common-knowledge number. "Then she spends $45" answered with `<<288-41=247>>` -> [41.0]:
+    a copying slip, not a reasoning choice. (A slip that lands on a number that does exist, such as
+    `5*2` for "5 each to 5 friends", can't be told apart from a wrong choice and is not flagged.)"""
+    known = {float(n) for n in _NUMBER.findall(question.replace(",", ""))} | _COMMON_NUMBERS
+    known |= {v for w, v in _NUMBER_WORDS.items() if re.search(rf"\b{w}\b", question, re.IGNORECASE)}
+    unsupported = []
+    for expr, result, _ in _CALC.findall(response.replace(",", "")):
+        unsupported += [float(n) for n in _NUMBER.findall(expr) if float(n) not in known]
+        known |= {float(n) for n in _NUMBER.findall(result)}  # an earlier result may be used later
+    return unsupported
+
+
+FAILURE_CATEGORIES = ("correct", "truncated", "no answer", "wrong arithmetic", "wrong number copied",
+                      "wrong reasoning")
 
 
 def failure_category(record: dict) -> str:
     """Sort a scored record into one of FAILURE_CATEGORIES, checked in this order:
 
     correct; truncated (ran out of max_new_tokens before finishing); no answer (finished, but no
-    number could be extracted); wrong arithmetic (a written calculation is wrong); wrong reasoning
-    (every calculation is right, the final number is not: wrong numbers or operations chosen).
+    number could be extracted); wrong arithmetic (a written calculation is wrong); wrong number
+    copied (a calculation uses a number found nowhere before it: `unsupported_numbers`); wrong
+    reasoning (every calculation is right and uses numbers that exist, the final number is not:
+    wrong numbers or operations chosen).
     """
     if record["correct"]:
         return "correct"
@@ -136,4 +164,6 @@ def failure_category(record: dict) -> str:
         return "no answer"
     if arithmetic_errors(record["response"]):
         return "wrong arithmetic"
+    if record.get("question") and unsupported_numbers(record["question"], record["response"]):
+        return "wrong number copied"
     return "wrong reasoning"

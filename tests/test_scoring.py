@@ -100,6 +100,17 @@ def test_arithmetic_errors_found_in_annotations_and_plain_text():
     assert scoring.arithmetic_errors("step2 = 5, H2O") == []
 
 
+def test_unsupported_numbers_finds_copying_slips_only():
+    q = "Lena bakes 4 dozen cookies. She eats 1 cookie. She gives 5 cookies to each of 5 friends. Ben has 22 stickers."
+    assert scoring.unsupported_numbers(q, "<<4*12=48>>48\n<<5*5=25>>25\n<<48-1-25=22>>22") == []  # dozen = 12
+    assert scoring.unsupported_numbers(q, "<<4*12=48>>48\n<<48-1-25=22>>22") == [25]  # 25 came from nowhere
+    assert scoring.unsupported_numbers(q, "<<48-1=47>>47") == [48]  # 48 is used before it is computed
+    assert scoring.unsupported_numbers(q, "<<4*60=240>>240 and 3 + 99 = 102") == []  # common 60; plain text ignored
+    assert scoring.unsupported_numbers("Tom has 1,200 coins.", "<<1,200/3=400>>400") == []  # thousands commas
+    assert scoring.unsupported_numbers("Tom has 1,200 coins.", "<<1,250/3=416.67>>") == [1250]
+    assert scoring.unsupported_numbers("It costs $2.50 each.", "<<2.5*3=7.5>>7.5") == []  # 2.50 == 2.5, not 2 and 5
+
+
 def test_failure_categories_in_order():
     base = {"correct": False, "finished": True, "extracted": "5", "response": "2+2=4 so <answer>5</answer>"}
     assert scoring.failure_category({**base, "correct": True}) == "correct"
@@ -107,6 +118,11 @@ def test_failure_categories_in_order():
     assert scoring.failure_category({**base, "extracted": None}) == "no answer"
     assert scoring.failure_category({**base, "response": "2+2=5 so <answer>5</answer>"}) == "wrong arithmetic"
     assert scoring.failure_category(base) == "wrong reasoning"
+    slip = {**base, "question": "Maya earns $18 an hour for 4 hours. She spends $45. What is left?",
+            "response": "<<18*4=72>>72 dollars\n<<72-41=31>>31 dollars left\n<answer>31</answer>"}
+    assert scoring.failure_category(slip) == "wrong number copied"
+    choice = {**slip, "response": "<<18*4=72>>72\n<<72-18=54>>54\n<answer>54</answer>"}
+    assert scoring.failure_category(choice) == "wrong reasoning"  # 18 exists: a wrong choice, not a slip
     assert set(scoring.FAILURE_CATEGORIES) >= {"correct", "truncated", "no answer"}
 
 
