@@ -17,7 +17,7 @@ notebook 01 all call it, so they cannot drift apart.
 """
 from tqdm import tqdm  # plain bars: no widget warnings inside notebooks
 
-from lessons_lib.data import DatasetUnavailableError, gsm8k_dir, load_gsm8k, read_jsonl
+from lessons_lib.data import DatasetUnavailableError, gsm8k_file, load_gsm8k, read_jsonl
 from rewards import extract_answer, find_numbers, gsm8k_gold_answer, is_correct, parse_number
 from rewards.gsm8k import _format
 
@@ -74,13 +74,7 @@ def check_wrong_answers(qa_pairs, progress=False):
 
 def load_model_solutions(data_dir=None, limit=None):
     """The GPT-3 solutions with OpenAI's labels (one row per test problem), from the GSM8K folder."""
-    folder = gsm8k_dir(data_dir)
-    path = None if folder is None else folder / MODEL_SOLUTIONS_FILE
-    if path is None or not path.is_file():
-        raise DatasetUnavailableError(
-            f"{MODEL_SOLUTIONS_FILE} not found: set GSM8K_DIR (or data_dir) to a folder holding it "
-            "(openai/grade-school-math, grade_school_math/data/)."
-        )
+    path = gsm8k_file(MODEL_SOLUTIONS_FILE, data_dir)  # GSM8K_DIR/data_dir, else the shipped copy
     return read_jsonl(path, limit=limit, keys=("question", *MODELS))
 
 

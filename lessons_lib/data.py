@@ -7,23 +7,32 @@ in order:
 1. the `data_dir` argument, else the `GSM8K_DIR` environment variable: a folder holding
    `train.jsonl` and `test.jsonl` (one `{"question": ..., "answer": ...}` object per line — the files
    of github.com/openai/grade-school-math, copied as they are);
-2. else the Hugging Face hub: `datasets.load_dataset("openai/gsm8k", "main")` (needs the network
-   the first time, then its cache);
-3. else one clear `DatasetUnavailableError` saying how to get the data.
-
-The data is never copied into this repository: point the loader at it.
+2. else, for the *test* split (and OpenAI's `example_model_solutions.jsonl`), the copies shipped in
+   this repository under `data/gsm8k/` (MIT, (c) 2021 OpenAI; see its README), checked against their
+   sha256 before use -- so a fresh clone works offline;
+3. else (the train split) the Hugging Face hub: `datasets.load_dataset("openai/gsm8k", "main")`
+   (needs the network the first time, then its cache);
+4. else one clear `DatasetUnavailableError` saying how to get the data.
 """
+import hashlib
 import json
 import os
 from pathlib import Path
 
 GSM8K_SPLITS = ("train", "test")
 HOW_TO_GET_GSM8K = (
-    "Real GSM8K is not available. Either set GSM8K_DIR to a folder holding train.jsonl and "
-    "test.jsonl (from https://github.com/openai/grade-school-math, grade_school_math/data/), "
+    "Real GSM8K is not available. The course ships the test split in data/gsm8k/; for the train "
+    "split either set GSM8K_DIR to a folder holding train.jsonl and test.jsonl (from https://github.com/openai/grade-school-math, grade_school_math/data/), "
     "or pass data_dir=..., or let the `datasets` package download openai/gsm8k "
     "(pip install datasets; needs the network once)."
 )
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "gsm8k"  # the repo's own copies
+SHIPPED_SHA256 = {  # byte-identical to openai/grade-school-math @ 3101c7d (see data/gsm8k/README.md)
+    "test.jsonl": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14",
+    "example_model_solutions.jsonl": "4bc62db838f8418365d51c627bd66294cbdca9fb7f01519cb13f0dce8c51580b",
+}
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -74,6 +83,39 @@ def gsm8k_dir(data_dir=None):
     return folder
 
 
+_VERIFIED = {}  # path -> (size, mtime) of a shipped file whose sha256 was checked
+
+
+def shipped_file(name):
+    """The repo's copy of a GSM8K file (`test.jsonl`, `example_model_solutions.jsonl`), after
+    checking its sha256: an edited or truncated copy is refused, not silently scored."""
+    if name not in SHIPPED_SHA256:
+        raise DatasetUnavailableError(f"{name} is not shipped with the course. {HOW_TO_GET_GSM8K}")
+    path = SHIPPED_DIR / name
+    if not path.is_file():
+        raise DatasetUnavailableError(f"{path} is missing from this clone (git checkout -- data/). {HOW_TO_GET_GSM8K}")
+    stamp = (path.stat().st_size, path.stat().st_mtime_ns)
+    if _VERIFIED.get(path) != stamp:  # hash once per version of the file, not on every load
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != SHIPPED_SHA256[name]:
+            raise DatasetFormatError(f"{path} has sha256 {digest[:12]}..., not the published "
+                                     f"{SHIPPED_SHA256[name][:12]}...: it was modified; restore it with "
+                                     "`git checkout -- data/gsm8k` or set GSM8K_DIR to a good copy")
+        _VERIFIED[path] = stamp
+    return path
+
+
+def gsm8k_file(name, data_dir=None):
+    """Path of a GSM8K data file: from `data_dir`/$GSM8K_DIR when one is set, else the shipped copy."""
+    folder = gsm8k_dir(data_dir)
+    if folder is None:
+        return shipped_file(name)
+    path = folder / name
+    if not path.is_file():  # a folder was named explicitly: say so rather than silently using another copy
+        raise DatasetUnavailableError(f"{path} does not exist (from data_dir/GSM8K_DIR). {HOW_TO_GET_GSM8K}")
+    return path
+
+
 def _load_gsm8k_from_hub(split, limit):
     try:
         import datasets  # optional: only needed when no local folder is given
@@ -89,12 +131,9 @@ def load_gsm8k(split, limit=None, data_dir=None):
     """GSM8K `(question, answer)` pairs for split "train" (7473) or "test" (1319), in file order."""
     if split not in GSM8K_SPLITS:
         raise ValueError(f"GSM8K split must be one of {GSM8K_SPLITS}, got {split!r}")
-    folder = gsm8k_dir(data_dir)
-    if folder is None:
-        return _load_gsm8k_from_hub(split, limit)
-    path = folder / f"{split}.jsonl"
-    if not path.is_file():  # a folder was named explicitly: say so rather than silently downloading
-        raise DatasetUnavailableError(f"{path} does not exist (from data_dir/GSM8K_DIR). {HOW_TO_GET_GSM8K}")
+    if gsm8k_dir(data_dir) is None and split not in ("test",):
+        return _load_gsm8k_from_hub(split, limit)  # only the test split ships with the course
+    path = gsm8k_file(f"{split}.jsonl", data_dir)
     rows = read_jsonl(path, limit=limit, keys=("question", "answer"))
     return [(row["question"], row["answer"]) for row in rows]
 

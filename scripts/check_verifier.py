@@ -1,6 +1,7 @@
 """The verifier's sanity check on real GSM8K: gold scores 1319/1319, wrong answers give 0 false
 positives, and our checker agrees with all 5276 of OpenAI's labels on GPT-3's solutions.
 
+    python scripts/check_verifier.py                      # the copies shipped in data/gsm8k/
     python scripts/check_verifier.py --data-dir ../shared/data/gsm8k
 
 Exits 1 when any check fails, 2 when the data cannot be found. The logic lives in
@@ -17,7 +18,7 @@ from lessons_lib.data import DatasetUnavailableError
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None,
-                        help="folder with test.jsonl and example_model_solutions.jsonl (default: $GSM8K_DIR)")
+                        help="folder with test.jsonl and example_model_solutions.jsonl (default: $GSM8K_DIR, else the copies in data/gsm8k/)")
     parser.add_argument("--limit", type=int, default=None, help="check only the first N test items")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON instead")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")

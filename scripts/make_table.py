@@ -116,7 +116,7 @@ def main(argv=None):
             datasets["gsm8k"] = args.gsm8k_limit
         else:
             print(f"note: real GSM8K not available, scoring the synthetic set only ({why}). "
-                  f"Set GSM8K_DIR to a folder with test.jsonl to add it.", flush=True)
+                  f"Restore data/gsm8k/ (git checkout -- data/gsm8k) or set GSM8K_DIR to a folder with test.jsonl to add it.", flush=True)
     tables = {d: score_dataset(d, limit, ckpts, args) for d, limit in datasets.items()}
     rows = [row for table in tables.values() for row in read_rows(table)]
     print("\n" + render_table(rows))

@@ -75,7 +75,7 @@ def test_no_folder_and_no_datasets_package(monkeypatch):
     monkeypatch.delenv("GSM8K_DIR", raising=False)
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now raises ImportError
     with pytest.raises(DatasetUnavailableError, match="set GSM8K_DIR") as info:
-        load_qa_pairs("gsm8k", "test")
+        load_qa_pairs("gsm8k", "train")  # the train split is not shipped
     assert isinstance(info.value, RuntimeError)
 
 
@@ -89,7 +89,7 @@ def test_no_folder_and_hub_unreachable(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
     with pytest.raises(DatasetUnavailableError, match="no network"):
-        load_qa_pairs("gsm8k", "test")
+        load_qa_pairs("gsm8k", "train")
 
 
 def test_hub_fallback_when_available(monkeypatch):
@@ -105,6 +105,34 @@ def test_hub_fallback_when_available(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
     assert load_qa_pairs("gsm8k", "train", limit=2) == [(i["question"], i["answer"]) for i in ITEMS[:2]]
     assert calls == [("openai/gsm8k", "main", "train")]
+
+
+def test_test_split_ships_with_the_course_and_needs_no_network(monkeypatch):
+    monkeypatch.delenv("GSM8K_DIR", raising=False)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # no hub: the shipped copy must be enough
+    pairs = load_qa_pairs("gsm8k", "test")
+    assert len(pairs) == 1319 and pairs[0][0].startswith("Janet")
+    assert data.gsm8k_file("example_model_solutions.jsonl") == data.SHIPPED_DIR / "example_model_solutions.jsonl"
+
+
+def test_shipped_copy_is_byte_identical_to_shared(gsm8k_dir):
+    for name in data.SHIPPED_SHA256:
+        if (gsm8k_dir / name).exists():
+            assert (data.SHIPPED_DIR / name).read_bytes() == (gsm8k_dir / name).read_bytes()
+
+
+def test_modified_shipped_copy_is_refused(monkeypatch, tmp_path):
+    monkeypatch.delenv("GSM8K_DIR", raising=False)
+    copy = tmp_path / "test.jsonl"
+    copy.write_bytes((data.SHIPPED_DIR / "test.jsonl").read_bytes()[:-100])  # truncated
+    monkeypatch.setattr(data, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(DatasetFormatError, match="sha256.*git checkout -- data/gsm8k"):
+        load_qa_pairs("gsm8k", "test")
+
+
+def test_env_folder_overrides_the_shipped_copy(folder, monkeypatch):
+    monkeypatch.setenv("GSM8K_DIR", str(folder))
+    assert len(load_qa_pairs("gsm8k", "test")) == 3  # the named folder, not the shipped 1319
 
 
 def test_bad_arguments(folder):
