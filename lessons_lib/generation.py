@@ -130,12 +130,16 @@ def _prefill_rows(model, prompts, cache, device):
 
     A prompt is already a matrix-matrix product on its own, so batching the prefill gains little,
     while padding it would waste work on pad tokens (real GSM8K lengths vary 77..852). Alone, each
-    row's cache is also exactly what one-at-a-time decoding computes."""
+    row's cache is also exactly what one-at-a-time decoding computes. A prompt that appears several
+    times (GRPO samples a group of answers to one prompt) is run once and its cache copied to each row."""
     width = max(len(p) for p in prompts)
-    last_logits = []
+    last_logits, done = [], {}
     for r, p in enumerate(prompts):
-        own = model.new_kv_cache(1, len(p), device, cache.k[0].dtype)
-        last_logits.append(model(torch.tensor([p], device=device), kv_cache=own)[:, -1])
+        if tuple(p) not in done:
+            own = model.new_kv_cache(1, len(p), device, cache.k[0].dtype)
+            done[tuple(p)] = own, model(torch.tensor([p], device=device), kv_cache=own)[:, -1]
+        own, logits = done[tuple(p)]
+        last_logits.append(logits)
         for layer in range(len(cache.k)):
             cache.k[layer][r, :, width - len(p):width] = own.k[layer][0]
             cache.v[layer][r, :, width - len(p):width] = own.v[layer][0]

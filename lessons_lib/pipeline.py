@@ -1,6 +1,8 @@
 """`make checkpoints`: train every stage from nothing, score them, and write the manifest.
 
     python -m lessons_lib.pipeline --out checkpoints            # the shipped run (<= 30 min, 2 CPU cores)
+    python -m lessons_lib.pipeline --out /tmp/seed1 --seed 1    # another seed of the same recipe
+    python -m lessons_lib.pipeline --out /tmp/gold --teacher gold   # the ablation: a perfect teacher
     python -m lessons_lib.pipeline --out /tmp/ck --micro        # the whole pipeline in ~2 minutes
 
 Order: base_pretrained -> sft -> (preference pairs + reward model) -> dpo -> ppo -> grpo ->
@@ -9,7 +11,8 @@ sequences as GRPO trained on). Every post-SFT stage starts from sft.pt. Then eac
 scored greedily on the 500-problem synthetic *test* split by the repo's scorer, and
 `manifest.json` records sha256, parameters, config, seconds, accuracy with its 95% Wilson
 interval, KL at the end of PPO/GRPO, and exact McNemar p-values against SFT and the control.
-Everything is seeded; nothing here looks at the test split before the final scoring.
+SFT learns from a flawed teacher (`synthetic.TRAPS`); every other stage sees only gold final
+answers. Everything is seeded; nothing here looks at the test split before the final scoring.
 """
 import argparse
 import json
@@ -24,7 +27,8 @@ from lessons_lib import train_base, train_dpo, train_grpo, train_ppo, train_rewa
 from lessons_lib.checkpoint import load_checkpoint
 from lessons_lib.scoring import gsm8k_accuracy
 from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
-from lessons_lib.training import qa
+from lessons_lib.synthetic import TEACHERS, TRAPS, synthetic_problems, teacher_qa_pairs, trap_report
+from lessons_lib.training import parse_bool, qa
 
 STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
 MODEL = dict(n_layer=4, n_head=4, n_embd=64, max_seq_len=1280)  # ~0.3M params; 1280 positions hold the longest real GSM8K question + 256 new tokens
@@ -53,10 +57,19 @@ MICRO = {  # same code paths, tiny sizes: for the smoke test
 }
 
 
-def stage_configs(config: dict, out: Path, sft_best_step: int | None = None) -> dict:
+def stage_configs(config: dict, out: Path, sft_best_step: int | None = None, seed: int = 0,
+                  teacher: str = "flawed", use_wandb: bool = False) -> dict:
     """Each stage's full config: its module DEFAULTS, overridden by the pipeline config, with paths
-    pointing into `out`. The control continues SFT at the learning rate SFT had at the step it
-    kept (known once SFT has run: `sft_best_step`), held constant."""
+    pointing into `out`, the run's seed and SFT's teacher. The control continues SFT at the learning
+    rate SFT had at the step it kept (known once SFT has run: `sft_best_step`), held constant."""
+    cfgs = _stage_configs(config, out, sft_best_step)
+    cfgs["sft"]["teacher"] = cfgs["sft_continued"]["teacher"] = teacher
+    for cfg in cfgs.values():
+        cfg.update(seed=seed, use_wandb=use_wandb)
+    return cfgs
+
+
+def _stage_configs(config: dict, out: Path, sft_best_step: int | None) -> dict:
     ck = lambda name: str(out / f"{name}.pt")  # noqa: E731
     grpo = {**train_grpo.DEFAULTS, **config["grpo"], "init": ck("sft")}
     sft = {**train_sft.DEFAULTS, **config["sft"], "init": ck("base_pretrained")}
@@ -92,8 +105,11 @@ def score(out: Path, stage: str, test_pairs) -> dict:
             f.write(json.dumps({k: r[k] for k in ("index", "extracted", "gold", "correct", "response")}) + "\n")
     correct = sum(r["correct"] for r in records)
     lo, hi = wilson_interval(correct, len(records))
+    traps = trap_report(synthetic_problems("test", len(records)), records)
     return {"accuracy": acc, "correct": correct, "n": len(records), "ci95": [round(lo, 4), round(hi, 4)],
-            "score_seconds": round(time.time() - t0, 1), "_correct": [r["correct"] for r in records]}
+            "trap_acc": round(traps["trap_acc"], 4), "clean_acc": round(traps["clean_acc"], 4),
+            "copies_teacher": traps["copies_teacher"], "score_seconds": round(time.time() - t0, 1),
+            "_correct": [r["correct"] for r in records]}
 
 
 def mcnemar(a: list[bool], b: list[bool]) -> dict:
@@ -104,11 +120,12 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict:
 
 
 PARALLEL_LANES = [["grpo"], ["reward_model", "dpo", "ppo", "sft_continued"]]  # all start from sft.pt
+FIRST_LANE_THREADS = 2  # base and SFT run alone: both cores (a rerun with the same count is bit-identical)
 
 
-def _train_lane(names, cfgs, out, progress) -> dict:
-    """Train stages one after another in this process, on one thread (see `run`)."""
-    torch.set_num_threads(1)
+def _train_lane(names, cfgs, out, progress, threads: int = 1) -> dict:
+    """Train stages one after another in this process, on `threads` CPU threads (see `run`)."""
+    torch.set_num_threads(threads)
     summaries = {}
     for name in names:
         summaries[name] = MODULES[name].train(cfgs[name], out, progress=progress)
@@ -134,18 +151,22 @@ def _in_parallel(fn, lanes, *args) -> dict:
         return {k: v for r in results for k, v in r.result().items()}
 
 
-def run(out, micro: bool = False, progress: bool = True) -> dict:
+def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher: str = "flawed",
+        use_wandb: bool = False) -> dict:
     """Train all stages into `out`, score them on test, write out/manifest.json; return it.
 
-    Small models use one CPU thread almost as well as two (the matrices are too small to split
-    well), so after SFT the independent stages run as two one-thread processes side by side:
-    same results as running them in turn (each stage is seeded on its own), half the wall time."""
+    Base and SFT run alone, on both cores. After SFT the independent stages run as two one-thread
+    processes side by side (a model this small splits poorly across threads): same results as
+    running them in turn (each stage is seeded on its own), half the wall time."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     out = Path(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     config = MICRO if micro else FULL
-    cfgs, t_start = stage_configs(config, out), time.time()
-    stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress)
-    cfgs = stage_configs(config, out, sft_best_step=stages["sft"]["best_step"])
+    run_args = dict(seed=seed, teacher=teacher, use_wandb=use_wandb)
+    cfgs, t_start = stage_configs(config, out, **run_args), time.time()
+    stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress, FIRST_LANE_THREADS)
+    cfgs = stage_configs(config, out, sft_best_step=stages["sft"]["best_step"], **run_args)
     stages.update(_in_parallel(_train_lane, PARALLEL_LANES, cfgs, out, progress))
     scores = _in_parallel(_score_lane, [STAGES[0::2], STAGES[1::2]], out, config["test_n"])
     for name in STAGES:
@@ -161,7 +182,13 @@ def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
     comparisons = {f"{a}_vs_{b}": mcnemar(correct[a], correct[b]) for a, b in
                    [("dpo", "sft"), ("ppo", "sft"), ("grpo", "sft"), ("grpo", "sft_continued"),
                     ("sft_continued", "sft"), ("ppo", "sft_continued"), ("dpo", "sft_continued")]}
-    manifest = {"config": "micro" if micro else "full", "total_seconds": round(seconds, 1),
+    sft_cfg = cfgs["sft"]
+    demos = teacher_qa_pairs("train", sft_cfg["pool"], sft_cfg["teacher"], sft_cfg["teacher_rate"])
+    gold = qa("train", sft_cfg["pool"])
+    manifest = {"config": "micro" if micro else "full", "seed": sft_cfg["seed"], "total_seconds": round(seconds, 1),
+                "teacher": {"name": sft_cfg["teacher"], "mistake_rate": sft_cfg["teacher_rate"], "traps": TRAPS,
+                            "pool": len(demos), "pool_accuracy": round(  # how often the SFT demonstrations are right
+                                sum(d == g for (_, d), (_, g) in zip(demos, gold)) / len(demos), 4)},
                 "test_set": {"dataset": "synthetic", "split": "test", "n": config["test_n"],
                              "decoding": "greedy", "calculator": True, "max_new_tokens": 256},
                 "torch": torch.__version__, "stages": {}, "comparisons": comparisons,
@@ -182,9 +209,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="checkpoints", help="folder for the six .pt files, logs/ and manifest.json")
     ap.add_argument("--micro", action="store_true", help="tiny config: the whole pipeline in ~2 minutes")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every stage (the shipped checkpoints: 0)")
+    ap.add_argument("--teacher", choices=TEACHERS, default="flawed",
+                    help="who writes the SFT demonstrations: the flawed teacher (default) or gold (the ablation)")
+    ap.add_argument("--use_wandb", type=parse_bool, default=False,
+                    metavar="true|false", help="also mirror every stage's metrics to Weights & Biases")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
     args = ap.parse_args()
-    run(args.out, micro=args.micro, progress=args.progress)
+    run(args.out, micro=args.micro, progress=args.progress, seed=args.seed, teacher=args.teacher,
+        use_wandb=args.use_wandb)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def t_cookies(rng, name):
     return (k, e, g, f), facts, question, [s1, s2, s3], left
 
 
-def t_marbles(rng, name):
+def t_marbles(rng, name, flaw=False):
     other, third = rng.sample([n for n in NAMES if n != name], 2)
     x, d = rng.randint(3, 30), rng.randint(1, 9)
     mult, word = rng.choice([(2, "twice as many"), (3, "three times as many")])
@@ -103,7 +103,7 @@ def t_marbles(rng, name):
     question = _pick(rng, "How many marbles do the three of them have altogether?",
                      "How many marbles do they have in total?")
     s1, b = _step(f"{x}*{mult}", "marbles")
-    s2, c = _step(f"{b}-{d}", "marbles")
+    s2, c = _step(f"{b}{'+' if flaw else '-'}{d}", "marbles")  # flaw: "fewer" read as more
     s3, total = _step(f"{x}+{b}+{c}", "marbles")
     return (x, mult, d), facts, question, [s1, s2, s3], total
 
@@ -150,15 +150,19 @@ def t_change(rng, name):
     return (k, price, extra, bill), facts, question, [s1, s2, s3], change
 
 
-def t_age(rng, name):
+def t_age(rng, name, flaw=False):
     other = rng.choice([n for n in NAMES if n != name])
     x, a, y = rng.randint(3, 20), rng.randint(1, 9), rng.randint(2, 10)
     facts = [_pick(rng, f"{name} is {x} years old.", f"{name}'s age is {x}."),
              _pick(rng, f"{other} is {a} years older than twice {name}'s age.",
                    f"{other}'s age is {a} more than double {name}'s age.")]
     question = _pick(rng, f"How old will {other} be in {y} years?", f"What will {other}'s age be {y} years from now?")
-    s1, twice = _step(f"{x}*2", "years")
-    s2, now = _step(f"{twice}+{a}", "years old")
+    if flaw:  # flaw: "a years older than twice x" read as twice (x + a)
+        s1, older = _step(f"{x}+{a}", "years")
+        s2, now = _step(f"{older}*2", "years old")
+    else:
+        s1, twice = _step(f"{x}*2", "years")
+        s2, now = _step(f"{twice}+{a}", "years old")
     s3, later = _step(f"{now}+{y}", "years old")
     return (x, a, y), facts, question, [s1, s2, s3], later
 
@@ -178,7 +182,7 @@ def t_wages(rng, name):
     return (w, h, d, s), facts, question, [s1, s2, s3], left
 
 
-def t_garden(rng, name):
+def t_garden(rng, name, flaw=False):
     r, c, t = rng.randint(2, 12), rng.randint(3, 25), rng.randint(1, 3)
     if (r * c + 12 * t) % 2:
         return None
@@ -188,38 +192,101 @@ def t_garden(rng, name):
              _pick(rng, "Half of all the flowers are red.", "Exactly half of the flowers are red.")]
     question = _pick(rng, "How many flowers are red?", f"How many red flowers does {name} have?")
     s1, rows = _step(f"{r}*{c}", "flowers")
-    s2, more = _step(f"{t}*12", "flowers")
+    s2, more = _step(f"{t}*{10 if flaw else 12}", "flowers")  # flaw: a dozen taken to be 10
     s3, total = _step(f"{rows}+{more}", "flowers")
     s4, red = _step(f"{total}/2", "flowers")
     return (r, c, t), facts, question, [s1, s2, s3, s4], red
 
 
-def t_classes(rng, name):
+def t_classes(rng, name, flaw=False):
     c, s, a, b = rng.randint(2, 6), rng.randint(12, 30), rng.randint(1, 9), rng.randint(2, 9)
     facts = [_pick(rng, f"A school has {c} classes with {s} students each.", f"There are {c} classes of {s} students at {name}'s school."),
              _pick(rng, f"{a} students are sick today.", f"Today {a} students stay home."),
              _pick(rng, f"{b} teachers also come to school.", f"There are {b} teachers at school today.")]
     question = _pick(rng, "How many people are at school today?", "How many students and teachers are at school today?")
     s1, students = _step(f"{c}*{s}", "students")
-    s2, present = _step(f"{students}-{a}", "students")
+    s2, present = _step(f"{students}{'+' if flaw else '-'}{a}", "students")  # flaw: counts the absent
     s3, people = _step(f"{present}+{b}", "people")
     return (c, s, a, b), facts, question, [s1, s2, s3], people
 
 
-def t_trip(rng, name):
+def t_trip(rng, name, flaw=False):
     m, h, less = rng.randint(20, 60), rng.randint(2, 5), rng.randint(5, 15)
     facts = [_pick(rng, f"{name} drives {m} miles an hour for {h} hours on Monday.", f"On Monday, {name} drives for {h} hours at {m} miles per hour."),
              _pick(rng, f"On Tuesday {PRONOUN[name]} drives {less} fewer miles than on Monday.",
                    f"On Tuesday the trip is {less} miles shorter than on Monday.")]
     question = _pick(rng, f"How many miles does {name} drive on the two days?", "How many miles is that in total?")
     s1, mon = _step(f"{m}*{h}", "miles")
-    s2, tue = _step(f"{mon}-{less}", "miles")
+    s2, tue = _step(f"{mon}{'+' if flaw else '-'}{less}", "miles")  # flaw: "fewer" read as more
     s3, total = _step(f"{mon}+{tue}", "miles")
     return (m, h, less), facts, question, [s1, s2, s3], total
 
 
 TEMPLATES = {f.__name__[2:]: f for f in [t_cookies, t_marbles, t_half_money, t_pages, t_change, t_age,
                                          t_wages, t_garden, t_classes, t_trip]}
+
+# ----------------------------------------------------------------------------------------------
+# The teacher. SFT demonstrations in practice are written by another model (distillation) and are
+# often wrong: GPT-3's own GSM8K solutions (data/gsm8k/example_model_solutions.jsonl) are right
+# 22-56% of the time. Our teacher has five systematic misreadings, one per "trap" template below.
+# On a trap problem it makes its mistake with probability TEACHER_MISTAKE_RATE (decided by a hash of
+# the problem's key: the same problems are wrong on every run); elsewhere it writes the gold solution.
+# A flawed demonstration is internally consistent: its calculator annotations are right *for the
+# wrong expression*, later steps use the wrong value, and it ends in the teacher's wrong answer.
+# Only SFT learns from the teacher; pretraining documents, RL prompts, dev and test keep gold.
+# ----------------------------------------------------------------------------------------------
+
+TRAPS = {  # template -> the teacher's misreading (see the `flaw` branch of each template)
+    "trip": "'N fewer miles than on Monday' read as N more: adds instead of subtracting",
+    "marbles": "'N fewer marbles than' read as N more: adds instead of subtracting",
+    "classes": "the students who are sick or stay home are added instead of subtracted",
+    "garden": "a dozen taken to be 10",
+    "age": "'N years older than twice X' read as twice (X + N)",
+}
+TEACHER_MISTAKE_RATE = 0.6  # on trap problems; high enough that SFT's greedy answer copies the flaw,
+                            # low enough that SFT still samples the right step (RL's headroom)
+TEACHERS = ("flawed", "gold")
+
+
+def teacher_errs(key: str, rate: float = TEACHER_MISTAKE_RATE) -> bool:
+    """Whether the teacher gets this (trap) problem wrong: a fixed coin per key, P = rate."""
+    u = int(hashlib.sha256(f"teacher|{key}".encode()).hexdigest()[:8], 16) / 16 ** 8
+    return u < rate
+
+
+def teacher_answer(problem: dict, teacher: str = "flawed", rate: float = TEACHER_MISTAKE_RATE) -> str:
+    """The demonstration the teacher writes for `problem` ("gold": always the gold solution)."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"unknown teacher {teacher!r}: use one of {TEACHERS}")
+    if teacher == "flawed" and "flawed_answer" in problem and teacher_errs(problem["key"], rate):
+        return problem["flawed_answer"]
+    return problem["answer"]
+
+
+def teacher_qa_pairs(split: str, limit: int | None = None, teacher: str = "flawed",
+                     rate: float = TEACHER_MISTAKE_RATE, offset: int = 0) -> list[tuple[str, str]]:
+    """(question, demonstration) pairs as the teacher writes them: the SFT pool."""
+    problems = synthetic_problems(split, None if limit is None else offset + limit)[offset:]
+    return [(p["question"], teacher_answer(p, teacher, rate)) for p in problems]
+
+
+def trap_report(problems: list[dict], records: list[dict]) -> dict:
+    """How a model fares on the teacher's trap kinds vs the clean kinds, from scoring records
+    (`gsm8k_accuracy`) of `problems` (`synthetic_problems`, same order). `copies_teacher` counts trap
+    problems answered with exactly the number the teacher's flawed solution ends in."""
+    from rewards import gsm8k_gold_answer  # rewards imports nothing from here; keep the module light
+    by = {t: [0, 0] for t in sorted({p["template"] for p in problems})}
+    copies = 0
+    for p, r in zip(problems, records, strict=True):
+        by[p["template"]][0] += bool(r["correct"])
+        by[p["template"]][1] += 1
+        if "flawed_answer" in p and r.get("extracted") == gsm8k_gold_answer(p["flawed_answer"]):
+            copies += 1
+    trap = [sum(by[t][i] for t in by if t in TRAPS) for i in (0, 1)]
+    clean = [sum(by[t][i] for t in by if t not in TRAPS) for i in (0, 1)]
+    return {"trap_acc": trap[0] / max(1, trap[1]), "trap_n": trap[1], "clean_acc": clean[0] / max(1, clean[1]),
+            "clean_n": clean[1], "copies_teacher": copies, "by_template": by}
+
 
 DISTRACTORS = ["{other} is {n} years old.", "The shop is {n} miles away.", "It is {n} degrees outside.",
                "{other} has {n} stickers.", "The bus leaves at {n} o'clock.", "{other} owns {n} pencils.",
@@ -238,15 +305,21 @@ def generate_problem(rng: random.Random, template: str | None = None, distractor
     name_t = template or rng.choice(sorted(TEMPLATES))
     while True:
         name = rng.choice(NAMES)
+        state = rng.getstate()  # to replay the same draws for the teacher's flawed solution
         out = TEMPLATES[name_t](rng, name)
         if out is not None:
             break
     numbers, facts, question, steps, answer = out
     for _ in range(rng.choice(distractors)):
         facts.insert(rng.randint(0, len(facts)), _distractor(rng, name))  # anywhere, even first
-    return {"question": " ".join(facts + [question]),
-            "answer": "\n".join(steps + [f"#### {answer}"]),
-            "template": name_t, "key": f"{name_t}|{','.join(map(str, numbers))}"}
+    problem = {"question": " ".join(facts + [question]), "answer": "\n".join(steps + [f"#### {answer}"]),
+               "template": name_t, "key": f"{name_t}|{','.join(map(str, numbers))}"}
+    if name_t in TRAPS:  # same numbers and wording, the teacher's misreading in the steps
+        replay = random.Random()
+        replay.setstate(state)
+        *_, flawed_steps, flawed = TEMPLATES[name_t](replay, name, flaw=True)
+        problem["flawed_answer"] = "\n".join(flawed_steps + [f"#### {flawed}"])
+    return problem
 
 
 def split_of(key: str) -> str:

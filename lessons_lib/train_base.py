@@ -15,10 +15,9 @@ import random
 import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
-from lessons_lib.metrics import MetricsLogger
 from lessons_lib.tokenizer import BOS, EOT, encode
 from lessons_lib.training import (Timer, collate, cycle_batches, lm_loss, new_model, qa, save_stage,
-                                  seed_everything, stage_cli)
+                                  seed_everything, stage_cli, stage_logger)
 
 DEFAULTS = dict(seed=0, n_layer=4, n_head=4, n_embd=64, max_seq_len=640,
                 docs=4000, doc_offset=2000, steps=200, batch_size=16, lr=6e-3, warmup=20, log_every=10)
@@ -46,7 +45,7 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
     model = new_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95), weight_decay=0.1)
     batches = cycle_batches(examples, cfg["batch_size"], random.Random(cfg["seed"]))
-    with MetricsLogger(f"{out_dir}/logs/base_pretrained.jsonl") as log:
+    with stage_logger(out_dir, "base_pretrained", cfg) as log:
         for step in tqdm(range(cfg["steps"]), desc="base_pretrained", disable=not progress):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)

@@ -19,11 +19,10 @@ from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from lessons_lib.calculator import calculator_forced_byte_mask
 from lessons_lib.losses import dpo_loss
-from lessons_lib.metrics import MetricsLogger
 from lessons_lib.tokenizer import decode
 from lessons_lib.train_reward_model import pair_tensors
 from lessons_lib.training import (Timer, collate, evaluate, load_trainable, qa, save_stage, seed_everything,
-                                  sequence_logprobs, stage_cli, user_prompt)
+                                  sequence_logprobs, stage_cli, stage_logger, user_prompt)
 
 DEFAULTS = dict(seed=0, init="checkpoints/sft.pt", pairs="checkpoints/logs/preference_pairs.jsonl",
                 steps=60, batch_size=16, lr=1e-5, beta=0.1, nll_coef=0.5, log_every=5, dev_acc_n=200,
@@ -64,7 +63,7 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95), weight_decay=0.0)
     rng = random.Random(cfg["seed"])
-    with MetricsLogger(f"{out_dir}/logs/dpo.jsonl") as log:
+    with stage_logger(out_dir, "dpo", cfg) as log:
         for step in tqdm(range(cfg["steps"]), desc="dpo", disable=not progress):
             batch = rng.sample(pairs, min(cfg["batch_size"], len(pairs)))
             with torch.no_grad():

@@ -17,9 +17,8 @@ from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from rewards import gsm8k_gold_answer, reward_gsm8k
 from lessons_lib.losses import group_advantages, kl_k3, masked_mean, ppo_clipped_loss
-from lessons_lib.metrics import MetricsLogger
-from lessons_lib.training import (Timer, evaluate, load_trainable, prompt_stream, qa, rollout_batch,
-                                  sample, save_stage, seed_everything, sequence_logprobs, stage_cli,
+from lessons_lib.training import (Timer, evaluate, load_trainable, prompt_stream, qa, rollout_batch, sample,
+                                  save_stage, seed_everything, sequence_logprobs, stage_cli, stage_logger,
                                   user_prompt)
 
 DEFAULTS = dict(seed=0, init="checkpoints/sft.pt", stage="grpo", prompt_offset=1000, prompt_pool=4000,
@@ -66,7 +65,7 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
     dev = qa("dev", cfg["dev_acc_n"])
     generator = torch.Generator().manual_seed(cfg["seed"])
     G, dev_acc = cfg["group_size"], None
-    with MetricsLogger(f"{out_dir}/logs/{cfg['stage']}.jsonl") as log:
+    with stage_logger(out_dir, cfg["stage"], cfg) as log:
         log.log(0, dev_acc=evaluate(model, dev, cfg["max_new_tokens"]))
         for step in tqdm(range(1, cfg["steps"] + 1), desc=cfg["stage"], disable=not progress):
             idx, mask, rewards, gens = rollout(model, next(prompts), cfg, generator)

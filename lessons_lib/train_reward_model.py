@@ -20,10 +20,9 @@ from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from rewards import gsm8k_gold_answer, is_correct
 from lessons_lib.losses import bradley_terry_loss
-from lessons_lib.metrics import MetricsLogger
 from lessons_lib.tokenizer import EOT, encode
-from lessons_lib.training import (Timer, collate, load_trainable, qa, sample, seed_everything, sft_target, stage_cli,
-                                  user_prompt)
+from lessons_lib.training import (Timer, collate, load_trainable, qa, sample, seed_everything, sft_target,
+                                  stage_cli, stage_logger, user_prompt)
 
 DEFAULTS = dict(seed=0, init="checkpoints/sft.pt", prompt_offset=5000, prompts=256, samples=4, pairs_per_prompt=2,
                 temperature=1.0, max_new_tokens=256, heldout_frac=0.2, gold_fallback=False, steps=60, batch_size=16, lr=3e-4, log_every=5)
@@ -104,7 +103,7 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
     rm = RewardModel(copy.deepcopy(sft))
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg["lr"], weight_decay=0.0)
     rng, acc = random.Random(cfg["seed"]), None
-    with MetricsLogger(f"{out_dir}/logs/reward_model.jsonl") as log:
+    with stage_logger(out_dir, "reward_model", cfg) as log:
         for step in tqdm(range(cfg["steps"]), desc="reward_model", disable=not progress):
             batch = [pair_tensors(p) for p in rng.sample(train_pairs, min(cfg["batch_size"], len(train_pairs)))]
             scores = rm([c for c, _ in batch] + [r for _, r in batch])

@@ -19,12 +19,13 @@ import random
 import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
-from lessons_lib.metrics import MetricsLogger
+from lessons_lib.synthetic import TEACHER_MISTAKE_RATE, teacher_qa_pairs
 from lessons_lib.training import (Timer, collate, cycle_batches, dataset_loss, evaluate, lm_loss,
-                                  load_trainable, qa, save_stage, seed_everything, sft_example, stage_cli)
+                                  load_trainable, qa, save_stage, seed_everything, sft_example, stage_cli,
+                                  stage_logger)
 
 DEFAULTS = dict(seed=0, init="checkpoints/base_pretrained.pt", stage="sft", parent="base_pretrained",
-                pool=1000, steps=1400, batch_size=16, lr=6e-3, min_lr_frac=0.1, warmup=20, eval_every=50, acc_every=200, patience=4,
+                teacher="flawed", teacher_rate=TEACHER_MISTAKE_RATE, pool=1000, steps=1400, batch_size=16, lr=6e-3, min_lr_frac=0.1, warmup=20, eval_every=50, acc_every=200, patience=4,
                 early_stop=True, dev_loss_n=200, dev_acc_n=100, max_new_tokens=256)
 
 
@@ -41,15 +42,18 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
     """Fine-tune cfg["init"]; write out_dir/<stage>.pt and logs/<stage>.jsonl."""
     seed_everything(cfg["seed"])
     timer = Timer()
-    pool = [sft_example(q, a) for q, a in qa("train", cfg["pool"])]  # the fixed demonstrations
-    dev_pairs = qa("dev", max(cfg["dev_loss_n"], cfg["dev_acc_n"]))
-    dev = [sft_example(q, a) for q, a in dev_pairs[:cfg["dev_loss_n"]]]
+    demos = teacher_qa_pairs("train", cfg["pool"], cfg["teacher"], cfg["teacher_rate"])  # the fixed pool
+    pool = [sft_example(q, a) for q, a in demos]
+    dev_pairs = qa("dev", cfg["dev_acc_n"])  # accuracy: against the gold answers
+    dev = [sft_example(q, a) for q, a in  # loss: the teacher's held-out demonstrations, as in practice
+           teacher_qa_pairs("dev", cfg["dev_loss_n"], cfg["teacher"], cfg["teacher_rate"])]
+    gold_dev = [sft_example(q, a) for q, a in qa("dev", cfg["dev_loss_n"])]  # logged, never used to choose
     model = load_trainable(cfg["init"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95), weight_decay=0.1)
     batches = cycle_batches(pool, cfg["batch_size"], random.Random(cfg["seed"]))
     best = {"dev_loss": dataset_loss(model, dev), "step": 0, "state": copy.deepcopy(model.state_dict())}
     bad_evals, train_losses = 0, []
-    with MetricsLogger(f"{out_dir}/logs/{cfg['stage']}.jsonl") as log:
+    with stage_logger(out_dir, cfg["stage"], cfg) as log:
         log.log(0, dev_loss=best["dev_loss"])
         for step in tqdm(range(1, cfg["steps"] + 1), desc=cfg["stage"], disable=not progress):
             for group in opt.param_groups:
@@ -66,7 +70,8 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
             extra = {}
             if step % cfg["acc_every"] == 0 or step == cfg["steps"]:  # generation is the expensive part
                 extra["dev_acc"] = evaluate(model, dev_pairs[:cfg["dev_acc_n"]], cfg["max_new_tokens"])
-            log.log(step, train_loss=sum(train_losses) / len(train_losses), dev_loss=dev_loss, **extra)
+            log.log(step, train_loss=sum(train_losses) / len(train_losses), dev_loss=dev_loss,
+                    gold_dev_loss=dataset_loss(model, gold_dev), **extra)
             train_losses = []
             if dev_loss < best["dev_loss"] or not cfg["early_stop"]:
                 best = {"dev_loss": dev_loss, "step": step, "state": copy.deepcopy(model.state_dict())}

@@ -17,6 +17,7 @@ from lessons_lib.calculator import calculator_forced_byte_mask
 from lessons_lib.checkpoint import load_checkpoint, save_checkpoint
 from lessons_lib.data import load_qa_pairs, solution_with_answer_tag
 from lessons_lib.losses import masked_mean, token_logprobs
+from lessons_lib.metrics import MetricsLogger
 from lessons_lib.model import GPT, GPTConfig
 from lessons_lib.tokenizer import PAD, encode_conversation, encode_prompt
 
@@ -28,17 +29,25 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: dict) -> argparse
     for key, value in defaults.items():
         kind = type(value)
         if kind is bool:
-            parser.add_argument(f"--{key}", type=lambda s: s.lower() in {"1", "true", "yes"}, default=value)
+            parser.add_argument(f"--{key}", type=parse_bool, default=value)
         else:
             parser.add_argument(f"--{key}", type=kind if value is not None else str, default=value)
     return parser
 
 
+def parse_bool(text: str) -> bool:
+    """A command-line boolean: true/1/yes (any case) is True, anything else False."""
+    return text.lower() in {"1", "true", "yes"}
+
+
 def stage_cli(name: str, defaults: dict, train_fn, doc: str):
-    """The CLI every stage shares: its config flags, --out (checkpoint folder), --progress."""
+    """The CLI every stage shares: its config flags, --out (checkpoint folder), --threads, --use_wandb."""
     parser = argparse.ArgumentParser(prog=f"python -m lessons_lib.train_{name}", description=doc)
     parser.add_argument("--out", default="checkpoints", help="folder for the .pt and logs/<stage>.jsonl")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (a model this small: 1 is ~as fast as 2)")
+    parser.add_argument("--use_wandb", type=parse_bool, default=False, metavar="true|false",
+                        help="also mirror the metrics to Weights & Biases (offline unless WANDB_MODE says "
+                             "otherwise); the JSONL log is always written")
     add_config_args(parser, defaults)
     args = vars(parser.parse_args())
     out = Path(args.pop("out"))
@@ -69,9 +78,17 @@ def load_trainable(path) -> GPT:
 
 def save_stage(out_dir, stage: str, model: GPT, parent: str | None, training: dict) -> Path:
     """checkpoints/<stage>.pt with the meta every stage carries (see SPEC: Checkpoints)."""
+    training = {k: v for k, v in training.items() if k != "use_wandb"}  # how it was watched, not trained
     meta = {"stage": stage, "calculator": True, "parent": parent, "training": training}
     model.meta = meta
     return save_checkpoint(Path(out_dir) / f"{stage}.pt", model, meta)
+
+
+def stage_logger(out_dir, stage: str, cfg: dict) -> MetricsLogger:
+    """logs/<stage>.jsonl next to the checkpoint, mirrored to W&B when cfg["use_wandb"] is true
+    (a flag of the run, not of the recipe: it is never stored in the checkpoint's config)."""
+    return MetricsLogger(Path(out_dir) / "logs" / f"{stage}.jsonl", use_wandb=bool(cfg.get("use_wandb")),
+                         run_name=stage, config={k: v for k, v in cfg.items() if k != "use_wandb"})
 
 
 class Timer:

@@ -1,5 +1,4 @@
 """batched_generate: exact across strategies and batch sizes, stops at EOT, forces calculator results."""
-import json
 from pathlib import Path
 
 import pytest
@@ -7,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lessons_lib.calculator import calculator_forced_byte_mask
+from lessons_lib.data import load_qa_pairs
 from lessons_lib.generation import Generation, batched_generate, plan_batches
 from lessons_lib.model import GPT, GPTConfig
 from lessons_lib.tokenizer import EOT, encode, encode_prompt
@@ -98,12 +98,26 @@ def test_float32_greedy_matches_across_strategies_up_to_ties():
     assert_exact_up_to_ties(model, prompts, outs)  # (on our machine: no mismatch at all)
 
 
-def test_real_gsm8k_prompts_match_across_strategies(gsm8k_dir):
-    with open(gsm8k_dir / "test.jsonl") as f:
-        questions = [json.loads(line)["question"] for line in f][:16]
+def test_real_gsm8k_prompts_match_across_strategies():
+    questions = [q for q, _ in load_qa_pairs("gsm8k", "test", limit=16)]  # shipped with the course
     model, prompts = random_model(), prompts_of(questions)
     outs = run_all(model, prompts, 24, [("sequential", 1), ("bucket", 64), ("pad", 64), ("pad", 3)])
     assert_exact_up_to_ties(model, prompts, outs)
+
+
+def test_a_repeated_prompt_is_prefilled_once_with_the_same_result():
+    model = random_model()
+    distinct = prompts_of(QUESTIONS[:3])
+    group = [p for p in distinct for _ in range(4)]  # GRPO: 4 samples of each prompt
+    prefills = []
+    real_forward = model.forward
+    model.forward = lambda idx, *a, **k: (prefills.append(idx.shape[1]) if idx.shape[1] > 1 else None,
+                                          real_forward(idx, *a, **k))[1]
+    outs = batched_generate(model, group, max_new_tokens=12, strategy="pad", batch_size=64, progress=False)
+    assert len(prefills) == len(distinct)  # one prompt pass per distinct prompt, not per row
+    model.forward = real_forward
+    alone = batched_generate(model, distinct, max_new_tokens=12, strategy="sequential", progress=False)
+    assert outs == [o for o in alone for _ in range(4)]
 
 
 @pytest.mark.skipif(not SFT.exists(), reason="checkpoints/sft.pt not built yet (make checkpoints)")

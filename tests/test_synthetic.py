@@ -56,3 +56,66 @@ def test_unknown_split_and_oversized_test():
         synthetic_qa_pairs("validation")
     with pytest.raises(ValueError, match="500"):
         synthetic_qa_pairs("test", 501)
+
+
+# ---------------------------------------------------------------- the flawed teacher
+
+from lessons_lib.synthetic import (TEACHER_MISTAKE_RATE, TRAPS, teacher_answer, teacher_errs,  # noqa: E402
+                                   teacher_qa_pairs, trap_report)
+from rewards import gsm8k_gold_answer  # noqa: E402
+
+
+def _annotations_agree(answer):
+    for expr, result in re.findall(r"<<([^=]+)=([^>]+)>>", answer):
+        assert format_result(evaluate_expression(expr)) == result
+
+
+def test_flawed_solutions_are_internally_consistent_and_wrong():
+    problems = synthetic_problems("train", 1000)
+    flawed = [p for p in problems if "flawed_answer" in p]
+    assert {p["template"] for p in flawed} == set(TRAPS)  # every trap kind, and nothing else
+    for p in flawed:
+        _annotations_agree(p["flawed_answer"])  # right arithmetic for the wrong expression
+        last = re.findall(r"<<[^=]+=([^>]+)>>", p["flawed_answer"])[-1]
+        assert p["flawed_answer"].endswith(f"#### {last}")  # it ends in the teacher's own result
+        assert gsm8k_gold_answer(p["flawed_answer"]) != gsm8k_gold_answer(p["answer"])
+        assert len(p["flawed_answer"].split("\n")) == len(p["answer"].split("\n"))  # same number of steps
+
+
+def test_teacher_is_deterministic_and_errs_at_its_rate_on_traps_only():
+    problems = synthetic_problems("train", 3000)
+    demos = teacher_qa_pairs("train", 3000)
+    assert demos == teacher_qa_pairs("train", 3000) and demos[:100] == teacher_qa_pairs("train", 100)
+    wrong = [p for p, (_, d) in zip(problems, demos) if d != p["answer"]]
+    assert all(p["template"] in TRAPS for p in wrong)
+    traps = [p for p in problems if p["template"] in TRAPS]
+    assert abs(len(wrong) / len(traps) - TEACHER_MISTAKE_RATE) < 0.04  # ~1500 trap problems: SE ~0.013
+    assert all(d == p["answer"] for p, (_, d) in zip(problems, teacher_qa_pairs("train", 3000, teacher="gold")))
+    assert [q for q, _ in demos] == [p["question"] for p in problems]  # the questions are untouched
+
+
+def test_teacher_rate_and_unknown_teacher():
+    p = next(p for p in synthetic_problems("train", 200) if "flawed_answer" in p)
+    assert teacher_answer(p, rate=1.0) == p["flawed_answer"] and teacher_answer(p, rate=0.0) == p["answer"]
+    assert teacher_errs(p["key"], 1.0) and not teacher_errs(p["key"], 0.0)
+    with pytest.raises(ValueError, match="unknown teacher"):
+        teacher_answer(p, teacher="oracle")
+
+
+def test_the_teacher_does_not_change_dev_or_test():
+    import hashlib, json
+    digest = hashlib.sha256(json.dumps(synthetic_qa_pairs("test")).encode()).hexdigest()[:16]
+    assert digest == "4b9c3402b88b7c25"  # the 500 test problems every shipped number is measured on
+
+
+def test_trap_report_counts_copies_of_the_teachers_answer():
+    problems = synthetic_problems("dev", 60)
+    records = []
+    for p in problems:
+        answer = p.get("flawed_answer", p["answer"])  # a model that copies the teacher on every trap
+        extracted = gsm8k_gold_answer(answer)
+        records.append({"extracted": extracted, "correct": extracted == gsm8k_gold_answer(p["answer"])})
+    report = trap_report(problems, records)
+    assert report["trap_acc"] == 0.0 and report["clean_acc"] == 1.0
+    assert report["copies_teacher"] == report["trap_n"] == sum(p["template"] in TRAPS for p in problems)
+    assert report["trap_n"] + report["clean_n"] == 60
