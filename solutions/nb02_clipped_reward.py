@@ -38,3 +38,15 @@ def always_zero(golds):
     """(golds equal to 0, mean seed reward, mean strict reward) of always answering 0 in a tag."""
     zeros = sum(g == "0" for g in golds)
     return zeros, (zeros * CORRECT + len(golds) * BONUS) / len(golds), zeros * (CORRECT + BONUS) / len(golds)
+
+
+# Exercise 6 · a bonus of 0.5 under the same clip at 1.2.
+def tag_worth(bonus=0.5, clip=CLIP):
+    """(what a well-formed tag adds to a wrong answer, what it adds to a right one)."""
+    return min(bonus, clip), min(CORRECT + bonus, clip) - CORRECT
+
+
+WHICH_POLICY_A_BIG_BONUS_FAVOURS = """\
+With a bonus of 0.5 the tag adds 0.5 to a wrong answer but only 0.2 to a right one (1.5 is clipped to 1.2).
+Tagging a guess becomes the best value for money: a policy that cannot solve a question still collects 0.5,
+almost half of what solving it would add, and the clip hides the difference for the answers we want most."""

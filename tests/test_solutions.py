@@ -108,6 +108,15 @@ def test_02_written_answers():
     assert strict == pytest.approx(sum(is_correct("<answer>0</answer>", g) * 1.2 for g in golds) / len(golds))
 
 
+def test_02_a_bigger_bonus_is_worth_what_the_solution_says(monkeypatch):
+    import rewards.gsm8k
+    monkeypatch.setattr(rewards.gsm8k, "FORMAT_BONUS", 0.5)  # the library's reward with a 0.5 bonus
+    on_wrong = reward_gsm8k("<answer>17</answer>", "18") - reward_gsm8k("17", "18")
+    on_right = reward_gsm8k("<answer>18</answer>", "18") - reward_gsm8k("18", "18")
+    s = importlib.import_module("solutions.nb02_clipped_reward")
+    assert s.tag_worth(0.5) == pytest.approx((on_wrong, on_right)) == (0.5, 0.2)
+
+
 # --- 03 · bucketed generation -------------------------------------------------------------------------
 
 prompts = st.lists(st.lists(st.integers(0, 263), min_size=1, max_size=6), min_size=1, max_size=4)
