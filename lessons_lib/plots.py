@@ -72,9 +72,9 @@ def extraction_rules_flowchart(ax=None):
     return ax
 
 
-def category_heatmap(ax, codes, labels, colors, xlabel="", ylabel="", title=""):
-    """Draw a 2-D grid of integer codes (0..len(labels)-1) with one colour per code and a legend.
-    `codes` is a nested list or tensor (rows, columns); returns the Axes."""
+def category_heatmap(ax, codes, labels, colors, xlabel="", ylabel="", title="", legend=True):
+    """Draw a 2-D grid of integer codes (0..len(labels)-1) with one colour per code, and a legend of
+    the labels beside it (unless legend=False). `codes` is a nested list (rows, columns); returns the Axes."""
     from matplotlib.colors import ListedColormap
     ax.imshow(codes, cmap=ListedColormap(colors), vmin=-0.5, vmax=len(colors) - 0.5)
     rows, cols = len(codes), len(codes[0])
@@ -85,6 +85,7 @@ def category_heatmap(ax, codes, labels, colors, xlabel="", ylabel="", title=""):
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend(handles=[Patch(facecolor=c, edgecolor="#555555", label=l) for c, l in zip(colors, labels)],
-              loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    if legend:
+        ax.legend(handles=[Patch(facecolor=c, edgecolor="#555555", label=l) for c, l in zip(colors, labels)],
+                  loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
     return ax
