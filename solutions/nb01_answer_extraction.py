@@ -54,3 +54,11 @@ Both hold a '-' glued to a digit, so neither is a negative number: `16-18` is th
 `20-2` is 20 and 2. Inside a tag (rule 1) the text must hold one distinct number, and 16 and 18 are two:
 the tag is ambiguous, which means no answer at all. In free text (rule 3) only the last number counts,
 and the text after `=` ends on 18."""
+
+
+# Exercise 1, follow-up · where the mini version disagrees on GPT-3's 5276 solutions (3 of them).
+WHERE_THE_MINI_VERSION_DIFFERS = """\
+It reads `7/14` and `1/5` as the last digits (14, 5): the library understands exact fractions a/b.
+It reads a solution that degenerates into `0.333…` (about 1500 digits) as that decimal, where the library
+finds the run too long to be a number (over a thousand digits) and takes the number before it. On the
+1319 answer keys without their `####` line it also misses `$118 000` (a space as thousands separator)."""
