@@ -296,7 +296,7 @@ def is_correct(text, gold):
 
 
 def reward_gsm8k(text, gold):
-    """1.0 if correct, +0.2 if the answer is in one well-formed tag, clipped at 1.2 (as in the seed).
+    """1.0 if correct, +0.2 if the answer is in one well-formed tag, clipped at 1.2.
 
     Correctness dominates: a well-formed wrong answer earns 0.2, a correct answer in any format 1.0.
     """

@@ -1,0 +1,149 @@
+"""The exercises' solutions (`solutions/`) pass the notebooks' own check cells and say what is true.
+
+How the exercises work is in `solutions/README.md`. In short: a notebook cell tagged `exercise` holds the
+learner's function (its body is `raise NotImplementedError`), and a self-contained cell tagged `check`
+compares it with the library (`lessons_lib.exercises.check`). Here every check cell runs again, with the
+names defined in `solutions/nbNN_<notebook>.py` standing in for the learner's, so a solution that drifts
+from the library (or a check that cannot be passed) fails `make test`. The written answers of the other
+exercises are tested against the library below, one test per notebook.
+"""
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lessons_lib import GPT, GPTConfig, evaluate_expression
+from lessons_lib.check_verifier import load_model_solutions, MODELS
+from lessons_lib.data import load_qa_pairs
+from lessons_lib.exercises import NOT_WRITTEN, same_number
+from lessons_lib.generation import _left_pad
+from lessons_lib.model import build_attention_mask
+from rewards import extract_answer, gsm8k_gold_answer, is_correct, reward_gsm8k
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def tagged(notebook, tag):
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return [cell for cell in cells if tag in cell.get("metadata", {}).get("tags", [])]
+
+
+def solutions_of(notebook):
+    """notebooks/01_answer_extraction.ipynb -> the module solutions.nb01_answer_extraction."""
+    return importlib.import_module(f"solutions.nb{notebook.stem}")
+
+
+WITH_EXERCISES = [nb for nb in NOTEBOOKS if tagged(nb, "check")]
+CHECKS = [pytest.param(nb, i, id=f"{nb.stem}-check{i}") for nb in WITH_EXERCISES for i in range(len(tagged(nb, "check")))]
+
+
+@pytest.mark.parametrize("notebook, i", CHECKS)
+def test_the_solution_passes_the_notebooks_check_cell(notebook, i, capsys):
+    source = "".join(tagged(notebook, "check")[i]["source"])
+    namespace = dict(vars(solutions_of(notebook)))  # the solution's names in place of the learner's
+    exec(compile(source, f"{notebook.name}, check cell {i}", "exec"), namespace)  # raises on a disagreement
+    out = capsys.readouterr().out
+    assert "cases agree with the library" in out and NOT_WRITTEN not in out
+
+
+@pytest.mark.parametrize("notebook", WITH_EXERCISES, ids=lambda nb: nb.stem)
+def test_the_notebook_leaves_its_exercises_to_the_learner(notebook):
+    exercises, checks = tagged(notebook, "exercise"), tagged(notebook, "check")
+    assert len(exercises) == len(checks) >= 1
+    for cell in exercises:
+        assert "raise NotImplementedError" in "".join(cell["source"])  # no solution under the question
+    for cell in checks:  # ...and the saved run shows the check waiting for the learner
+        assert NOT_WRITTEN in "".join("".join(o.get("text", "")) for o in cell["outputs"])
+
+
+def test_the_reworked_notebooks_have_exercises():
+    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"01", "02", "03"}
+
+
+# --- 01 · answer extraction ---------------------------------------------------------------------------
+
+def test_01_written_answers():
+    s = importlib.import_module("solutions.nb01_answer_extraction")
+    assert not is_correct(s.RIGHT_BUT_SCORED_WRONG, "18") and is_correct(s.FIXED_WITH_A_TAG, "18")
+    assert {text: is_correct(text, "1450000") for text in s.VERDICTS_FOR_1450000} == s.VERDICTS_FOR_1450000
+    assert s.verdicts_changed(load_model_solutions(), load_qa_pairs("gsm8k", "test")) == 0
+    assert extract_answer("<answer>16-18</answer>") is None and extract_answer("The eggs cost 20-2 = 18") == "18"
+
+
+def test_01_last_number_agrees_with_the_fallback_on_real_text():
+    """On every GPT-3 solution (rule 3 reads them all) the mini version agrees with the library except
+    on the few that only the library understands: fractions like 7/14 and a run of 1482 digits."""
+    last_number = importlib.import_module("solutions.nb01_answer_extraction").last_number
+    texts = [row[model]["solution"] for row in load_model_solutions() for model in MODELS]
+    disagree = [t for t in texts if not same_number(last_number(t), extract_answer(t))]
+    assert len(disagree) == 3 and all("/" in t[-20:] or "3" * 1000 in t for t in disagree)
+
+
+# --- 02 · clipped reward ------------------------------------------------------------------------------
+
+def test_02_clipped_reward_is_the_librarys_on_real_outputs():
+    s = importlib.import_module("solutions.nb02_clipped_reward")
+    test = load_qa_pairs("gsm8k", "test")
+    for row, (_, answer) in zip(load_model_solutions(), test):
+        text, gold = row["175b_verification"]["solution"], gsm8k_gold_answer(answer)
+        tagged_text = text.rpartition("A:")[0] + f"<answer>{gold}</answer>"
+        assert s.clipped_reward(text, gold) == reward_gsm8k(text, gold)
+        assert s.clipped_reward(tagged_text, gold) == reward_gsm8k(tagged_text, gold)
+
+
+def test_02_written_answers():
+    s = importlib.import_module("solutions.nb02_clipped_reward")
+    assert "or" in s.BOTH_PAY_1_2 and "19" in s.BOTH_PAY_1_2
+    assert reward_gsm8k(s.BOTH_PAY_1_2, "18") == 1.2
+    attempts = [("hedge", "<answer>17 or 18</answer>"), ("honest", "<answer>18</answer>"), ("wrong", "17")]
+    assert s.paid_only_by_naive(attempts) == ["hedge"]
+    golds = [gsm8k_gold_answer(a) for _, a in load_qa_pairs("gsm8k", "test")]
+    zeros, seed, strict = s.always_zero(golds)
+    assert zeros == golds.count("0")
+    assert seed == pytest.approx(sum(reward_gsm8k("<answer>0</answer>", g) for g in golds) / len(golds))
+    assert strict == pytest.approx(sum(is_correct("<answer>0</answer>", g) * 1.2 for g in golds) / len(golds))
+
+
+def test_02_a_bigger_bonus_is_worth_what_the_solution_says(monkeypatch):
+    import rewards.gsm8k
+    monkeypatch.setattr(rewards.gsm8k, "FORMAT_BONUS", 0.5)  # the library's reward with a 0.5 bonus
+    on_wrong = reward_gsm8k("<answer>17</answer>", "18") - reward_gsm8k("17", "18")
+    on_right = reward_gsm8k("<answer>18</answer>", "18") - reward_gsm8k("18", "18")
+    s = importlib.import_module("solutions.nb02_clipped_reward")
+    assert s.tag_worth(0.5) == pytest.approx((on_wrong, on_right)) == (0.5, 0.2)
+
+
+# --- 03 · bucketed generation -------------------------------------------------------------------------
+
+prompts = st.lists(st.lists(st.integers(0, 263), min_size=1, max_size=6), min_size=1, max_size=4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(prompts)
+def test_03_left_pad_is_the_librarys(batch):
+    ids, mask, positions = importlib.import_module("solutions.nb03_bucketed_generation").left_pad(batch)
+    lib = _left_pad(batch, "cpu")
+    assert [ids, mask, positions] == [t.tolist() for t in lib]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=6), st.integers(1, 6), st.integers(1, 3))
+def test_03_attention_mask_is_the_librarys(row, T, batch):
+    T = min(T, len(row))
+    key_mask = torch.tensor([row] * batch)
+    mine = importlib.import_module("solutions.nb03_bucketed_generation").attention_mask(key_mask, T, len(row) - T)
+    assert torch.equal(mine, build_attention_mask(key_mask, T, len(row) - T, "cpu")[:, 0])
+
+
+def test_03_written_answers():
+    s = importlib.import_module("solutions.nb03_bucketed_generation")
+    config = GPTConfig()
+    cache = GPT(config).new_kv_cache(2, 16)  # 2 rows, 16 positions, float32
+    stored = sum(t.numel() * t.element_size() for t in cache.k + cache.v)
+    assert s.kv_cache_mib(config, rows=2, positions=16) * 2**20 == stored
+    assert s.kv_cache_mib(config) == 320 and s.kv_cache_mib(config, bytes_per_value=2) == 160
+    assert all(evaluate_expression(expr) is None for expr in s.REFUSED_EXPRESSIONS)
