@@ -115,12 +115,12 @@ def test_duplicate_label_latest_row_wins(tiny_ckpts, tmp_path, capsys):
     assert "replaced by the latest" in out
 
 
-def test_broken_table_line_names_file_and_line(tmp_path):
+def test_broken_table_line_names_file_and_line_and_the_rest_renders(tmp_path, capsys):
     table = tmp_path / "t.jsonl"
     table.write_text('{"label": "sft", "n": 1, "correct": 0}\n{oops\n')
-    with pytest.raises(SystemExit) as e:
+    with pytest.warns(UserWarning, match=rf"{table}:2: not valid JSON"):
         evalpt.main(["--table", str(table)])
-    assert f"{table}:2:" in str(e.value)
+    assert capsys.readouterr().out.splitlines()[3].startswith("sft ")
 
 
 def test_records_none_and_explicit_parent_control(tiny_ckpts, tmp_path):
