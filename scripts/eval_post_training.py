@@ -282,10 +282,10 @@ def show_table(args) -> None:
         plot_stage_accuracy(rows, args.plot)
 
 
-def failures(args) -> tuple:
+def failures(table_only=False) -> tuple:
     """The errors that are the user's data or files, not bugs: one `error:` line, exit status 1."""
     found = (StageTableError, DatasetFormatError, DatasetUnavailableError)
-    if args.table:
+    if table_only:
         return found  # rendering a table never imports torch
     from lessons_lib.checkpoint import CheckpointError
     return found + (CheckpointError,)
@@ -294,7 +294,7 @@ def failures(args) -> tuple:
 def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=r"\d+ of \d+ prompts are longer")  # the row line says it
-    with cli_errors(*failures(args)):
+    with cli_errors(*failures(table_only=bool(args.table))):
         try:
             show_table(args) if args.table else run_scoring(args)
         finally:
