@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import eval_post_training as evalpt  # noqa: E402  (the seed's CLI, reused in-process)
 from lessons_lib.cli import ArgumentParser, UsageError, check_device, check_writable, cli_errors, positive_int  # noqa: E402
-from lessons_lib.stage_table import read_rows, render_table  # noqa: E402
+from lessons_lib.stage_table import StageTableError, read_rows, render_table  # noqa: E402
 
 STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
 PARENT = {"sft": "base_pretrained", "dpo": "sft", "ppo": "sft", "grpo": "sft", "sft_continued": "sft"}
@@ -69,6 +69,21 @@ def gsm8k_available() -> tuple[bool, str]:
         return True, ""
     except Exception as e:  # DatasetUnavailableError, or no network for `datasets`
         return False, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def check_own_tables(out_dir: Path, datasets) -> None:
+    """make table rewrites its tables each run: refuse to, if one holds rows it did not write."""
+    for dataset in datasets:
+        table = out_dir / f"stage_table_{dataset}.jsonl"
+        if not table.exists() or table.stat().st_size == 0:
+            continue
+        try:
+            foreign = sorted({r["label"] for r in read_rows(table)} - set(STAGES))
+        except StageTableError as e:
+            raise UsageError(f"{table} is not a table make table wrote ({e}); move it away or delete it") from None
+        if foreign:
+            raise UsageError(f"{table} holds rows make table did not write ({', '.join(map(repr, foreign[:5]))}) and "
+                             f"make table rewrites it each run: move them to a table of your own, or delete the file")
 
 
 def score_dataset(dataset, limit, ckpts, args) -> Path:
@@ -128,6 +143,7 @@ def make_tables(args):
         else:
             print(f"note: real GSM8K not available, scoring the synthetic set only ({why}). "
                   f"Restore data/gsm8k/ (git checkout -- data/gsm8k) or set GSM8K_DIR to a folder with test.jsonl to add it.", flush=True)
+    check_own_tables(out_dir, datasets)
     tables = {d: score_dataset(d, limit, ckpts, args) for d, limit in datasets.items()}
     rows = [row for table in tables.values() for row in read_rows(table)]
     print("\n" + render_table(rows))

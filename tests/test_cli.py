@@ -114,6 +114,16 @@ def test_make_table_says_in_one_line_when_gsm8k_is_missing(capsys, ckpt_dir, tmp
     assert len(notes) == 1 and "scoring the synthetic set only" in notes[0] and "set GSM8K_DIR" in notes[0]
 
 
+def test_make_table_does_not_wipe_rows_it_did_not_write(capsys, ckpt_dir, tmp_path):
+    from lessons_lib.stage_table import append_row
+    table = tmp_path / "stage_table_synthetic.jsonl"
+    append_row(table, {"label": "mine", "n": 5, "correct": 2, "dataset": "synthetic", "split": "test"})
+    code, _, err = _exit(capsys, _script("make_table").main, "--ckpt_dir", ckpt_dir, "--out_dir", tmp_path,
+                         "--skip_gsm8k")
+    assert code == 2 and "holds rows make table did not write ('mine')" in err
+    assert "mine" in table.read_text()
+
+
 # ---- bench_generation ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
