@@ -2,25 +2,18 @@
 failures, checked before anything loads; a closed pipe and Ctrl-C are not errors."""
 
 import errno
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import load_script
 from lessons_lib import cli, data
 from lessons_lib.checkpoint import save_checkpoint
 from lessons_lib.model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _exit(capsys, fn, *argv):
@@ -96,19 +89,19 @@ def ckpt_dir(tmp_path_factory):
     (["--out_dir", "/proc/none"], "--out_dir"),
 ])
 def test_make_table_refuses_bad_arguments(capsys, ckpt_dir, argv, message):
-    code, out, err = _exit(capsys, _script("make_table").main, "--ckpt_dir", ckpt_dir, *argv)
+    code, out, err = _exit(capsys, load_script("make_table").main, "--ckpt_dir", ckpt_dir, *argv)
     assert code == 2 and out == "" and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
 def test_make_table_with_no_checkpoints(capsys, tmp_path):
-    code, _, err = _exit(capsys, _script("make_table").main, "--ckpt_dir", tmp_path)
+    code, _, err = _exit(capsys, load_script("make_table").main, "--ckpt_dir", tmp_path)
     assert code == 2 and "no checkpoints in" in err and "make checkpoints" in err
 
 
 def test_make_table_says_in_one_line_when_gsm8k_is_missing(capsys, ckpt_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("GSM8K_DIR", raising=False)
     monkeypatch.setattr(data, "SHIPPED_DIR", tmp_path / "gone")  # a clone whose data/gsm8k was deleted
-    _script("make_table").main(["--ckpt_dir", str(ckpt_dir), "--out_dir", str(tmp_path / "out"),
+    load_script("make_table").main(["--ckpt_dir", str(ckpt_dir), "--out_dir", str(tmp_path / "out"),
                                 "--synthetic_limit", "2", "--max_new_tokens", "4", "--no_progress"])
     notes = [line for line in capsys.readouterr().out.splitlines() if "GSM8K" in line and line.startswith("note:")]
     assert len(notes) == 1 and "scoring the synthetic set only" in notes[0] and "set GSM8K_DIR" in notes[0]
@@ -118,7 +111,7 @@ def test_make_table_does_not_wipe_rows_it_did_not_write(capsys, ckpt_dir, tmp_pa
     from lessons_lib.stage_table import append_row
     table = tmp_path / "stage_table_synthetic.jsonl"
     append_row(table, {"label": "mine", "n": 5, "correct": 2, "dataset": "synthetic", "split": "test"})
-    code, _, err = _exit(capsys, _script("make_table").main, "--ckpt_dir", ckpt_dir, "--out_dir", tmp_path,
+    code, _, err = _exit(capsys, load_script("make_table").main, "--ckpt_dir", ckpt_dir, "--out_dir", tmp_path,
                          "--skip_gsm8k")
     assert code == 2 and "holds rows make table did not write ('mine')" in err
     assert "mine" in table.read_text()
@@ -137,7 +130,7 @@ def test_make_table_does_not_wipe_rows_it_did_not_write(capsys, ckpt_dir, tmp_pa
 ])
 def test_bench_refuses_bad_arguments(capsys, monkeypatch, argv, message):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    code, _, err = _exit(capsys, _script("bench_generation").main, *argv)
+    code, _, err = _exit(capsys, load_script("bench_generation").main, *argv)
     assert code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import load_script
 from lessons_lib import stage_table as st
 from lessons_lib.checkpoint import save_checkpoint
 from lessons_lib.model import GPT, GPTConfig
@@ -184,8 +185,4 @@ def test_sigkill_on_scorers_sharing_a_table(tmp_path, tiny_ckpt):
     for label in reported:
         assert len(st.load_records(by_label[label])) == 3 == by_label[label]["n"]
     if rows:
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("evalpt_fault", REPO / "scripts" / "eval_post_training.py")
-        evalpt = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(evalpt)
-        evalpt.main(["--table", str(table)])
+        load_script("eval_post_training").main(["--table", str(table)])

@@ -2,7 +2,6 @@
 lost a measured result, before the fix. Plus the scorer's up-front refusals (section 2)."""
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,22 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import load_script
 from lessons_lib import stage_table as st
 from lessons_lib.checkpoint import save_checkpoint
 from lessons_lib.model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "eval_post_training.py"
-_spec = importlib.util.spec_from_file_location("eval_post_training_safety", SCRIPT)
-evalpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evalpt)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+evalpt = load_script("eval_post_training")
 
 
 @pytest.fixture(scope="module")
