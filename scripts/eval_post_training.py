@@ -129,6 +129,7 @@ def check_outputs(args, label):
     records = records_destination(args, label)
     if records is None:
         return None
+    check_writable(records, "--records")  # first: a name too long can't even be looked up
     if args.append and records.resolve() == Path(args.append).resolve():
         raise UsageError(f"--records {records} is the table itself: records need a file of their own "
                          f"(leave --records out for the default)")
@@ -142,7 +143,6 @@ def check_outputs(args, label):
                 and key != (args.dataset, args.split, label):
             raise UsageError(f"--records {records} holds the records of row {row['label']!r} "
                              f"({key[0]}/{key[1]}); overwriting them would break its paired tests: choose another path")
-    check_writable(records, "--records")
     return records
 
 

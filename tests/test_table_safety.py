@@ -200,6 +200,7 @@ def test_old_tables_with_an_empty_row_show_the_real_one(tmp_path):
     ("--append", lambda d: d / "a_file" / "t.jsonl"),               # "folder" that is a file
     ("--records", lambda d: d / "a_file" / "r.jsonl"),
     ("--records", lambda d: d / "sub" / ("é" * 200 + ".jsonl")),    # 400 bytes in UTF-8
+    ("--records", lambda d: d / ("é" * 200 + ".jsonl")),            # ... in a folder that exists
     ("--append", lambda d: Path("/proc/t.jsonl")),                   # a file system that takes no new files
 ])
 def test_unwritable_destinations_are_refused_before_loading(capsys, ckpt, tmp_path, no_loading, flag, where):
