@@ -107,16 +107,28 @@ def _chat(*argv, **kw):
                           text=True, cwd=REPO, timeout=120, **kw)
 
 
-def test_cli_refuses_bad_arguments_before_loading(tiny_ckpt, tmp_path):
-    cases = [(["--ckpt", tiny_ckpt, "--sample", "--temperature", "0"], "sampling needs a temperature > 0"),
-             (["--ckpt", tiny_ckpt, "--max_new_tokens", "0"], "argument --max_new_tokens: must be >= 1"),
-             (["--ckpt", tiny_ckpt, "--threads", "-1"], "argument --threads: must be >= 1"),
-             (["--ckpt", tiny_ckpt, "--device", "nope"], "unknown device 'nope'"),
-             (["--ckpt", tmp_path / "missing.pt"], "--ckpt") ]
-    for argv, message in cases:
-        out = _chat(*argv, "--question", "1+1?")
-        assert out.returncode == 2 and out.stdout == "" and out.stderr.startswith("error: "), out
-        assert message in out.stderr and len(out.stderr.splitlines()) == 1
+@pytest.mark.parametrize("argv, message", [
+    (["--sample", "--temperature", "0"], "sampling needs a temperature > 0"),
+    (["--max_new_tokens", "0"], "argument --max_new_tokens: must be >= 1"),
+    (["--threads", "-1"], "argument --threads: must be >= 1"),
+    (["--device", "nope"], "unknown device 'nope'"),
+    (["--question", " "], "--question is empty"),
+])
+def test_cli_refuses_bad_arguments_before_loading(tiny_ckpt, monkeypatch, capsys, argv, message):
+    def refuse(*a, **k):
+        raise AssertionError("loaded the checkpoint before refusing")
+    monkeypatch.setattr(chat, "load_checkpoint", refuse)
+    with pytest.raises(SystemExit) as e:
+        chat.main(["--ckpt", str(tiny_ckpt), "--question", "1+1?", *argv])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == "" and err.startswith("error: ") and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        chat.main(["--ckpt", str(tmp_path / "missing.pt")])
+    assert e.value.code == 2 and "--ckpt" in capsys.readouterr().err
 
 
 def test_cli_question_too_long_is_one_line(tiny_ckpt):
