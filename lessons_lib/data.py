@@ -12,11 +12,19 @@ in order:
    sha256 before use -- so a fresh clone works offline;
 3. else (the train split) the Hugging Face hub: `datasets.load_dataset("openai/gsm8k", "main")`
    (needs the network the first time, then its cache);
-4. else one clear `DatasetUnavailableError` saying how to get the data.
+4. else one clear `DatasetUnavailableError` saying how to get the data -- within seconds when
+   offline (the hub is probed first; `datasets` alone retries a dead network for ~25 s).
+
+Every pair is checked as it is loaded (a non-empty question, an answer ending in `#### N`): a bad
+line is a `DatasetFormatError` naming the file and the line, before any model runs.
 """
 import hashlib
 import json
 import os
+import socket
+import sys
+import threading
+import urllib.parse
 from pathlib import Path
 
 GSM8K_SPLITS = ("train", "test")
@@ -43,11 +51,12 @@ class DatasetFormatError(ValueError):
     """A data file is malformed; the message names the file and the line."""
 
 
-def read_jsonl(path, limit=None, keys=()):
+def read_jsonl(path, limit=None, keys=(), check=None):
     """The objects of a JSONL file (blank lines skipped), at most `limit` of them.
 
-    A line that is not a JSON object holding every key in `keys` raises DatasetFormatError naming
-    the file and the line number, so a broken download is found at once, not three notebooks later.
+    A line that is not a JSON object holding every key in `keys` (or for which `check(row)` returns
+    a complaint) raises DatasetFormatError naming the file and the line number, so a broken
+    download is found at once, not three notebooks later.
     """
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -63,6 +72,9 @@ def read_jsonl(path, limit=None, keys=()):
             missing = [k for k in keys if not isinstance(row, dict) or k not in row]
             if missing:
                 raise DatasetFormatError(f"{path}, line {line_number}: missing key(s) {missing}")
+            problem = check(row) if check else None
+            if problem:
+                raise DatasetFormatError(f"{path}, line {line_number}: {problem}")
             rows.append(row)
     return rows
 
@@ -116,15 +128,62 @@ def gsm8k_file(name, data_dir=None):
     return path
 
 
+def gsm8k_pair_problem(row) -> str | None:
+    """What is wrong with one GSM8K `{"question", "answer"}` object, or None: checked at load time."""
+    from rewards import gsm8k_gold_answer
+
+    if not isinstance(row.get("question"), str) or not row["question"].strip():
+        return f"the question is {row.get('question')!r}, not a non-empty text"
+    try:
+        gsm8k_gold_answer(row.get("answer"))
+    except (ValueError, TypeError):
+        return f"the answer has no '#### N' gold line: {str(row.get('answer'))[-60:]!r}"
+    return None
+
+
+def _hub_unreachable(timeout=3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached within `timeout` seconds, or None when it can.
+    A thread bounds the DNS lookup too (socket timeouts don't cover it)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # only the proxy knows: let `datasets` try
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    address = (url.hostname, url.port or (80 if url.scheme == "http" else 443))
+    answer = []
+
+    def probe():
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            answer.append(None)
+        except OSError as e:
+            answer.append(f"{address[0]} is not reachable ({e.strerror or e})")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer[0] if answer else f"{address[0]} did not answer within {timeout:.0f} s"
+
+
 def _load_gsm8k_from_hub(split, limit):
+    offline = _hub_unreachable()
+    if offline and "datasets" in sys.modules:  # already imported online: it would retry for ~25 s
+        raise DatasetUnavailableError(f"{HOW_TO_GET_GSM8K} (GSM8K {split}: {offline})")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read when datasets is imported: its cache only, no retries
     try:
         import datasets  # optional: only needed when no local folder is given
 
         rows = datasets.load_dataset("openai/gsm8k", "main", split=split)
     except Exception as e:  # not installed, offline, hub down: all mean the same to the learner
-        raise DatasetUnavailableError(f"{HOW_TO_GET_GSM8K}\n(datasets failed: {e!r})") from e
+        why = offline or (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DatasetUnavailableError(f"{HOW_TO_GET_GSM8K} (GSM8K {split}: {why})") from e
     n = len(rows) if limit is None else min(limit, len(rows))
-    return [(rows[i]["question"], rows[i]["answer"]) for i in range(n)]
+    pairs = []
+    for i in range(n):
+        problem = gsm8k_pair_problem(rows[i])
+        if problem:
+            raise DatasetFormatError(f"openai/gsm8k {split}, row {i}: {problem}")
+        pairs.append((rows[i]["question"], rows[i]["answer"]))
+    return pairs
 
 
 def load_gsm8k(split, limit=None, data_dir=None):
@@ -134,23 +193,28 @@ def load_gsm8k(split, limit=None, data_dir=None):
     if gsm8k_dir(data_dir) is None and split not in ("test",):
         return _load_gsm8k_from_hub(split, limit)  # only the test split ships with the course
     path = gsm8k_file(f"{split}.jsonl", data_dir)
-    rows = read_jsonl(path, limit=limit, keys=("question", "answer"))
+    rows = read_jsonl(path, limit=limit, keys=("question", "answer"), check=gsm8k_pair_problem)
+    if not rows:
+        raise DatasetFormatError(f"{path} holds no questions (the file is empty or blank)")
     return [(row["question"], row["answer"]) for row in rows]
 
 
 def load_qa_pairs(name, split, limit=None, data_dir=None):
     """`(question, answer)` pairs of data set `name` ("gsm8k" or "synthetic") and `split`.
 
-    `limit` keeps the first `limit` pairs (None: all). For "gsm8k", `answer` is the worked solution
-    ending in `#### N`; see the module docstring for where the data is read from.
+    `limit` keeps the first `limit` pairs (None: all; else at least 1, for every data set). For
+    "gsm8k", `answer` is the worked solution ending in `#### N`; see the module docstring for
+    where the data is read from.
     """
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be None or a non-negative int, got {limit!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"limit must be None (all) or a whole number >= 1, got {limit!r}")
     if name == "gsm8k":
         return load_gsm8k(split, limit=limit, data_dir=data_dir)
     if name == "synthetic":
-        from lessons_lib.synthetic import synthetic_qa_pairs  # imported here: data.py stays light
+        from lessons_lib.synthetic import SPLIT_SIZES, synthetic_qa_pairs  # here: data.py stays light
 
+        if split == "test" and limit is not None:
+            limit = min(limit, SPLIT_SIZES["test"])  # the fixed test set: past its end you get all of it, as with GSM8K
         return synthetic_qa_pairs(split, limit)
     raise ValueError(f"unknown data set {name!r}: use 'gsm8k' or 'synthetic'")
 

@@ -24,6 +24,9 @@ import hashlib
 import json
 import math
 import os
+import re
+import unicodedata
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -79,13 +82,15 @@ def resolve_path(path) -> Path:
 
 
 def make_row(label, records, *, ckpt, dataset, split, max_new_tokens, strategy, seconds,
-             generated_tokens, records_path=None, parent=None, control=None, **extra) -> dict:
-    """Build one table row from the per-item records of a scoring run."""
+             generated_tokens, records_path=None, parent=None, control=None, ckpt_sha256=None,
+             **extra) -> dict:
+    """Build one table row from the per-item records of a scoring run. Pass `ckpt_sha256`, the
+    hash of the bytes that were loaded (`model.sha256`): the file may have changed since."""
     n, correct = len(records), sum(bool(r["correct"]) for r in records)
     return {
         "label": label,
         "ckpt": display_path(ckpt),
-        "ckpt_sha256": file_sha256(ckpt),  # which exact weights produced this number
+        "ckpt_sha256": ckpt_sha256 or file_sha256(ckpt),  # which exact weights produced this number
         "dataset": dataset, "split": split,
         "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
         "max_new_tokens": max_new_tokens, "strategy": strategy or "auto",
@@ -122,50 +127,152 @@ def append_jsonl(path, obj) -> None:
 
 
 def append_row(path, row) -> None:
-    """Append one stage-table row (see `make_row`) to a JSONL file."""
-    append_jsonl(path, row)
+    """Append one stage-table row (see `make_row`) as one line; when this returns, the row is on disk.
+
+    Like `append_jsonl` (one `os.write` on an `O_APPEND` descriptor under an exclusive `flock`), plus
+    two guarantees a table needs: the row starts on a line of its own even when the file ends in a
+    torn or hand-edited line without its newline (else the row would be glued onto it and lost),
+    and it is `fsync`ed before returning (a power cut cannot take back a reported row).
+    """
+    line = (json.dumps(row) + "\n").encode("utf-8")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: we read the last byte
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held from the last-byte check to the end of the write
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # end the damaged line; read_rows reports it and reads on
+        written = os.write(fd, line)
+        while written < len(line):  # rare (full disk, signals); the lock keeps it contiguous
+            written += os.write(fd, line[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def read_jsonl(path) -> list[dict]:
-    """Every JSON object in a JSONL file. Blank lines are skipped; a broken line raises
-    `StageTableError("file:line: ...")` so you can open the file at the right place."""
+class StageTableWarning(UserWarning):
+    """A damaged line of a table or an unusable records file: skipped, and said where."""
+
+
+def _jsonl_lines(path):
+    """(line number, object or None, what is wrong or None) for each non-blank line of a JSONL file.
+    Read as bytes: a line torn inside a UTF-8 character is one bad line, not an unreadable file."""
     path = Path(path)
     if not path.exists():
         raise StageTableError(f"{path}: no such file (score a checkpoint with --append {path} first)")
-    objects = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    if not path.is_file():
+        raise StageTableError(f"{path} is not a file")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StageTableError(f"{path}:{lineno}: not valid JSON ({e.msg}); "
-                                      f"fix or delete that line") from None
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                torn = not raw.endswith(b"\n")  # the last line, cut short by a crash or an editor
+                why = getattr(e, "msg", "not UTF-8")
+                yield lineno, None, ("an unfinished last line (a write cut short?)" if torn else
+                                     f"not valid JSON ({why}: a write cut short, or an edit)")
+                continue
             if not isinstance(obj, dict):
-                raise StageTableError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            objects.append(obj)
+                yield lineno, None, f"expected a JSON object, got {type(obj).__name__}"
+                continue
+            yield lineno, obj, None
+
+
+def read_jsonl(path) -> list[dict]:
+    """Every JSON object in a JSONL file (per-item records). Blank lines are skipped; a broken line
+    raises `StageTableError("file:line: ...")` so you can open the file at the right place."""
+    objects = []
+    for lineno, obj, problem in _jsonl_lines(path):
+        if problem:
+            raise StageTableError(f"{path}:{lineno}: {problem}; fix or delete that line")
+        objects.append(obj)
     return objects
 
 
+def row_problem(row) -> str | None:
+    """Why a JSON object is not a usable stage-table row, or None when it is one."""
+    missing = [k for k in ("label", "n", "correct") if k not in row]
+    if missing:
+        return f"not a stage-table row (lacks {missing})"
+    n, correct = row["n"], row["correct"]
+    if not isinstance(row["label"], str) or not row["label"].strip():
+        return "the label is not a non-empty string"
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, correct)) or not 0 <= correct <= n:
+        return f"n={n!r}, correct={correct!r} are not counts with 0 <= correct <= n"
+    if n == 0:
+        return "n=0: no question was scored (such a row would hide a real one)"
+    odd = [k for k in ("dataset", "split", "parent", "control", "records") if not isinstance(row.get(k), (str, type(None)))]
+    return f"{odd} must be strings" if odd else None
+
+
 def read_rows(path) -> list[dict]:
-    """Stage-table rows; each must have at least label, n and correct (error names file:line)."""
-    rows = read_jsonl(path)
-    for i, row in enumerate(rows):
-        missing = [k for k in ("label", "n", "correct") if k not in row]
-        if missing:
-            raise StageTableError(f"{path}: row {i + 1} ({row.get('label', '?')}) lacks {missing}")
+    """Stage-table rows, in file order. A damaged line (torn by a crash, edited by hand, not a row)
+    never hides the others: it is skipped with a `StageTableWarning` naming file:line and how to
+    repair it. A file with lines but no row at all raises `StageTableError` (is it a table?)."""
+    rows, bad = [], []
+    for lineno, obj, problem in _jsonl_lines(path):
+        problem = problem or row_problem(obj)
+        if problem:
+            bad.append((lineno, problem))
+        else:
+            rows.append(obj)
+    if bad and not rows:
+        lineno, problem = bad[0]
+        raise StageTableError(f"{path} holds no stage-table rows ({len(bad)} unreadable line(s); "
+                              f"line {lineno}: {problem}). Is it a stage table?")
+    for lineno, problem in bad:
+        warnings.warn(f"{path}:{lineno}: {problem}; skipped, the other rows are read. Repair: fix "
+                      f"that line or delete it (sed -i '{lineno}d' {path})", StageTableWarning, stacklevel=2)
     return rows
 
 
+def default_records_path(table, dataset: str, split: str, label: str) -> Path:
+    """Default per-item records file of a row: one per (table, dataset, split, label), and two
+    different labels never share one (a readable slug of the label + 12 hex digits of its sha256,
+    so `sft v2`/`sft_v2`, `SFT`/`sft` on a case-insensitive disk, or any two unicode labels differ)."""
+    for part in (dataset, split):
+        if not re.fullmatch(r"[A-Za-z0-9_]+", part):
+            raise ValueError(f"dataset and split must be plain names, got {part!r}")
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:40].lstrip(".") or "label"
+    tag = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    table = Path(table)
+    return table.parent / "records" / table.name / dataset / split / f"{slug}-{tag}.jsonl"
+
+
+def records_problem(path) -> str | None:
+    """Why an existing file is not a per-item records file (so must not be overwritten by one), or
+    None: absent, empty, or its first line is a record (an object with index, question, correct)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return "it is not a regular file"
+    with open(path, "rb") as f:
+        first = next((line for line in iter(lambda: f.readline(1 << 20), b"") if line.strip()), None)
+    if first is None:
+        return None
+    try:
+        obj = json.loads(first.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "its first line is not JSON"
+    if not isinstance(obj, dict) or not {"index", "question", "correct"} <= obj.keys():
+        keys = list(obj)[:4] if isinstance(obj, dict) else type(obj).__name__
+        return f"its first line is not a record: {keys}"
+    return None
+
+
 def write_records(path, records) -> None:
-    """Per-item records as JSONL, written atomically (tmp file + rename: never half a file)."""
+    """Per-item records as JSONL, written atomically (tmp file + fsync + rename: never half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -257,7 +364,9 @@ def _format_p(p: float) -> str:
 
 def compare_rows(rows) -> dict:
     """Paired tests for each row against its `parent` and `control` rows present in the same table.
-    Returns {(label, "parent"|"control"): (reference label, paired_counts dict)}."""
+    Returns {(label, "parent"|"control"): (reference label, paired_counts dict)}. A records file
+    that can't be used (damaged, another run's questions) skips only the tests that need it, with a
+    `StageTableWarning`: one bad file never takes the table down."""
     by_label = {r["label"]: r for r in rows}
     cache, out = {}, {}
     for row in rows:
@@ -267,10 +376,23 @@ def compare_rows(rows) -> dict:
                 continue
             for r in (row, ref):
                 if r["label"] not in cache:
-                    cache[r["label"]] = load_records(r)
+                    cache[r["label"]] = _records_or_warn(r)
             if cache[row["label"]] is not None and cache[ref["label"]] is not None:
-                out[(row["label"], role)] = (ref["label"], paired_counts(cache[row["label"]], cache[ref["label"]]))
+                try:
+                    counts = paired_counts(cache[row["label"]], cache[ref["label"]])
+                except (ValueError, KeyError, TypeError) as e:  # ValueError: different questions
+                    warnings.warn(f"no paired test of {row['label']!r} vs {ref['label']!r}: {e!r}", StageTableWarning)
+                    continue
+                out[(row["label"], role)] = (ref["label"], counts)
     return out
+
+
+def _records_or_warn(row):
+    try:
+        return load_records(row)
+    except StageTableError as e:
+        warnings.warn(f"no paired tests for {row['label']!r}: {e}", StageTableWarning)
+        return None
 
 
 def _comparison_cell(cmp) -> str:
@@ -278,7 +400,7 @@ def _comparison_cell(cmp) -> str:
         return ""
     ref, c = cmp
     delta = 100 * (c["fixed"] - c["broke"]) / c["n"] if c["n"] else 0.0
-    return f"{delta:+.1f} vs {ref} (+{c['fixed']}/-{c['broke']}, p={_format_p(c['p'])})"
+    return f"{delta:+.1f} vs {_printable(ref)} (+{c['fixed']}/-{c['broke']}, p={_format_p(c['p'])})"
 
 
 def table_lines(rows):
@@ -289,7 +411,7 @@ def table_lines(rows):
     body = []
     for r in rows:
         lo, hi = wilson_interval(r["correct"], r["n"])
-        label = r["label"] + (" (control)" if r["label"] in controls else "")
+        label = _printable(r["label"]) + (" (control)" if r["label"] in controls else "")
         body.append([label, f"{100 * r['correct'] / r['n']:.1f}%" if r["n"] else "-",
                      f"[{100 * lo:4.1f}, {100 * hi:4.1f}]", str(r["n"]),
                      _comparison_cell(comparisons.get((r["label"], "parent"))),
@@ -300,20 +422,33 @@ def table_lines(rows):
 
 def _dataset_name(rows) -> str:
     dataset = rows[0].get("dataset") if rows else None
-    return {"gsm8k": "GSM8K", "synthetic": "synthetic"}.get(dataset, dataset or "GSM8K")
+    return {"gsm8k": "GSM8K", "synthetic": "synthetic"}.get(dataset, _printable(dataset or "GSM8K"))
+
+
+def _printable(text) -> str:
+    """A label as one line of visible text: newlines, tabs and other control or invisible
+    characters are shown escaped (`\\n`), so a label can never break a table's layout."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _width(text: str) -> int:
+    """Columns `text` takes in a terminal: wide (CJK, emoji) characters take two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
 
 
 def _render_text(header, body) -> str:
-    widths = [max(len(x) for x in col) for col in zip(header, *body)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w)
+    widths = [max(_width(x) for x in col) for col in zip(header, *body)]
+    pad = lambda c, w, left: c + " " * (w - _width(c)) if left else " " * (w - _width(c)) + c
+    fmt = lambda cells: "  ".join(pad(c, w, i in (0, 4, 5))
                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    lines = [fmt(header), "-" * len(fmt(header))]
+    lines = [fmt(header), "-" * _width(fmt(header))]
     return "\n".join(lines + [fmt(row) for row in body])
 
 
 def _render_markdown(header, body) -> str:
     align = ["---" if i in (0, 4, 5) else "---:" for i in range(len(header))]
-    rows = [header, align] + body
+    rows = [header, align] + [[c.replace("\\", "\\\\").replace("|", "\\|") for c in cells] for cells in body]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
 
 
@@ -334,13 +469,13 @@ def render_table(rows, markdown=False) -> str:
     parts = []
     for (dataset, split), group in groups.items():
         header, body = table_lines(group)
-        title = f"{dataset or '?'} / {split or '?'}"
+        title = _printable(f"{dataset or '?'} / {split or '?'}")
         table = _render_markdown(header, body) if markdown else _render_text(header, body)
         parts.append((f"**{title}**\n\n" if markdown else f"[{title}]\n") + table)
     notes = [TABLE_NOTE]
     if dropped:
         notes.append(f"{dropped} older row(s) with a repeated label were replaced by the latest one.")
-    skipped = [f"{r['label']} {r['skipped']}/{r['n']}" for r in rows if r.get("skipped")]
+    skipped = [f"{_printable(r['label'])} {r['skipped']}/{r['n']}" for r in rows if r.get("skipped")]
     if skipped:
         notes.append("Prompts too long for the model's context (not generated, counted wrong): " + ", ".join(skipped))
     sep = "\n\n"

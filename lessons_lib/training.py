@@ -6,6 +6,7 @@ dict; `pipeline.py` calls them in order. What they share lives here, so each sta
 just its own algorithm.
 """
 import argparse
+import math
 import random
 import time
 from pathlib import Path
@@ -14,15 +15,24 @@ import torch
 import torch.nn.functional as F
 
 from lessons_lib.calculator import calculator_forced_byte_mask
-from lessons_lib.checkpoint import load_checkpoint, save_checkpoint
+from lessons_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lessons_lib.cli import ArgumentParser, UsageError, check_writable, cli_errors, positive_int
 from lessons_lib.data import load_qa_pairs, solution_with_answer_tag
 from lessons_lib.losses import masked_mean, token_logprobs
 from lessons_lib.metrics import MetricsLogger
 from lessons_lib.model import GPT, GPTConfig
+from lessons_lib.synthetic import TEACHERS
 from lessons_lib.tokenizer import PAD, encode_conversation, encode_prompt
 
 
 # ---------------------------------------------------------------- configs and CLIs
+
+def parse_bool(text: str) -> bool:
+    """A command-line boolean: true/1/yes or false/0/no (any case); anything else is refused."""
+    if text.lower() not in {"1", "true", "yes", "0", "false", "no"}:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in {"1", "true", "yes"}
+
 
 def add_config_args(parser: argparse.ArgumentParser, defaults: dict) -> argparse.ArgumentParser:
     """One --flag per config key, typed from its default (bools accept true/false)."""
@@ -35,24 +45,51 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: dict) -> argparse
     return parser
 
 
-def parse_bool(text: str) -> bool:
-    """A command-line boolean: true/1/yes (any case) is True, anything else False."""
-    return text.lower() in {"1", "true", "yes"}
+_MAY_BE_ZERO = ("seed", "warmup", "offset", "coef", "gamma", "lam", "frac")  # name parts: 0 makes sense
+
+
+def validate_stage_args(args: dict) -> None:
+    """Refuse (UsageError) a stage config that cannot train, before anything is loaded: counts and
+    sizes >= 1 (seeds, offsets, warmup >= 0), rates and temperatures > 0, coefficients >= 0,
+    fractions <= 1, n_head dividing n_embd, input files present, --out writable."""
+    for key, value in args.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        zero_ok = any(part in key for part in _MAY_BE_ZERO)
+        if isinstance(value, int) and value < (0 if zero_ok else 1):
+            raise UsageError(f"--{key} {value}: must be >= {0 if zero_ok else 1}")
+        if isinstance(value, float) and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+            raise UsageError(f"--{key} {value}: must be a finite number {'>= 0' if zero_ok else '> 0'}")
+        if key.endswith("frac") and value > 1:
+            raise UsageError(f"--{key} {value}: a fraction, between 0 and 1")
+    if args.get("teacher", "flawed") not in TEACHERS:
+        raise UsageError(f"--teacher {args['teacher']}: use one of {', '.join(TEACHERS)}")
+    if "n_embd" in args and "n_head" in args and args["n_embd"] % args["n_head"]:
+        raise UsageError(f"--n_head {args['n_head']} must divide --n_embd {args['n_embd']}")
+    for key in ("init", "pairs"):  # files written by an earlier stage
+        if args.get(key) and not Path(args[key]).is_file():
+            raise UsageError(f"--{key} {args[key]}: no such file (train the earlier stages first: `make checkpoints`)")
+    check_writable(Path(args["out"]) / "logs" / "stage.jsonl", "--out")
 
 
 def stage_cli(name: str, defaults: dict, train_fn, doc: str):
     """The CLI every stage shares: its config flags, --out (checkpoint folder), --threads, --use_wandb."""
-    parser = argparse.ArgumentParser(prog=f"python -m lessons_lib.train_{name}", description=doc)
+    parser = ArgumentParser(prog=f"python -m lessons_lib.train_{name}", description=doc)
     parser.add_argument("--out", default="checkpoints", help="folder for the .pt and logs/<stage>.jsonl")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (a model this small: 1 is ~as fast as 2)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads (a model this small: 1 is ~as fast as 2)")
     parser.add_argument("--use_wandb", type=parse_bool, default=False, metavar="true|false",
                         help="also mirror the metrics to Weights & Biases (offline unless WANDB_MODE says "
                              "otherwise); the JSONL log is always written")
     add_config_args(parser, defaults)
     args = vars(parser.parse_args())
+    try:
+        validate_stage_args(args)
+    except UsageError as e:
+        parser.error(str(e))  # one line, exit status 2, nothing loaded yet
     out = Path(args.pop("out"))
     torch.set_num_threads(args.pop("threads"))
-    summary = train_fn(args, out)
+    with cli_errors(CheckpointError):
+        summary = train_fn(args, out)
     print({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
 
 

@@ -9,16 +9,20 @@ sequential outputs (greedy). Then KV-cache decoding vs re-running the whole sequ
 A random model rarely emits EOT, so every row runs the full max_new_tokens: fine for timing.
 """
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
-from lessons_lib.checkpoint import load_checkpoint
-from lessons_lib.data import load_qa_pairs
-from lessons_lib.generation import batched_generate, sample_next
-from lessons_lib.model import GPT, GPTConfig
-from lessons_lib.tokenizer import encode_prompt
+import torch  # noqa: E402
+
+from lessons_lib.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from lessons_lib.cli import ArgumentParser, UsageError, cli_errors, positive_int  # noqa: E402
+from lessons_lib.data import DatasetFormatError, DatasetUnavailableError, load_qa_pairs  # noqa: E402
+from lessons_lib.generation import batched_generate, sample_next  # noqa: E402
+from lessons_lib.model import GPT, GPTConfig  # noqa: E402
+from lessons_lib.tokenizer import encode_prompt  # noqa: E402
 
 
 def gsm8k_questions(n: int) -> list[str]:
@@ -94,17 +98,29 @@ def bench_cache(model, prompts, args):
     print(f"speed-up {w0 / w1:.1f}x wall, {c0 / c1:.1f}x CPU; outputs identical: {results[False] == results[True]}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200, help="prompts per set (default 200)")
-    ap.add_argument("--max_new_tokens", type=int, default=192, help="tokens generated per prompt (default 192)")
-    ap.add_argument("--batch_size", type=int, default=64, help="rows decoded together (default 64)")
-    ap.add_argument("--cache_n", type=int, default=8, help="prompts for the KV cache comparison (default 8)")
+def parse_args(argv=None):
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=positive_int, default=200, help="prompts per set (default 200)")
+    ap.add_argument("--max_new_tokens", type=positive_int, default=192, help="tokens generated per prompt (default 192)")
+    ap.add_argument("--batch_size", type=positive_int, default=64, help="rows decoded together (default 64)")
+    ap.add_argument("--cache_n", type=positive_int, default=8, help="prompts for the KV cache comparison (default 8)")
     ap.add_argument("--ckpt", default=None, help="a checkpoint to time instead of a seeded random model")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["gsm8k", "synthetic", "cache"])
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.ckpt and not Path(args.ckpt).is_file():
+        ap.error(f"--ckpt {args.ckpt}: no such file")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with cli_errors(CheckpointError, DatasetFormatError, DatasetUnavailableError):
+        bench(args)
+
+
+def bench(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     model = make_model(args.ckpt, args.seed)
@@ -112,6 +128,10 @@ def main():
           f"({model.num_params() / 1e6:.2f}M params), torch {torch.__version__}, {torch.get_num_threads()} threads")
     encode = lambda qs: [encode_prompt([{"role": "user", "content": q}]) for q in qs]
     real = encode(gsm8k_questions(args.n))
+    room = model.config.max_seq_len - max(map(len, real))
+    if args.max_new_tokens > room:  # every set's prompts are at most as long as GSM8K's
+        raise UsageError(f"--max_new_tokens {args.max_new_tokens}: the longest of these prompts leaves room for "
+                         f"{max(room, 0)} new tokens in the model's context ({model.config.max_seq_len}); lower it or --n")
     if "gsm8k" not in args.skip:
         bench_set("real GSM8K test questions", model, real, args)
     if "synthetic" not in args.skip:

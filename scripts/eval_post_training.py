@@ -17,11 +17,14 @@ compute-matched control (`--control`).
 Beyond one device: `torchrun --nproc_per_node N scripts/eval_post_training.py ...` shards the
 questions across the N processes (gloo on CPU, NCCL on CUDA), gathers every record on rank 0, and
 rank 0 writes exactly one row — the same row a single process would write.
+
+Data safety (docs/reliability.md): arguments and every output file are checked before the model is
+loaded; the records file can never be the table or another row's records; a row is appended on a
+line of its own and fsynced; if it still cannot be written, it is printed so the result survives.
 """
 
-import argparse
+import json
 import os
-import re
 import sys
 import time
 import warnings
@@ -29,18 +32,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
-from lessons_lib.stage_table import (StageTableError, append_row, make_row, read_rows, render_table,
-                                     write_records)
+from lessons_lib.cli import (ArgumentParser, UsageError, check_device, check_writable, cli_errors,  # noqa: E402
+                             positive_int)
+from lessons_lib.data import GSM8K_SPLITS, DatasetFormatError, DatasetUnavailableError  # noqa: E402
+from lessons_lib.stage_table import (StageTableError, append_row, default_records_path, make_row,  # noqa: E402
+                                     read_rows, records_problem, render_table, resolve_path, write_records)
+
+SPLITS = {"gsm8k": GSM8K_SPLITS, "synthetic": ("train", "dev", "test")}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Score a checkpoint on GSM8K-format questions (greedy) and "
+    p = ArgumentParser(description="Score a checkpoint on GSM8K-format questions (greedy) and "
                                 "append one row to a stage table, or render that table.",
                                 epilog="example: eval_post_training.py --ckpt checkpoints/sft.pt --label sft "
                                 "--limit 200 --append logs/stage_table.jsonl; then --table logs/stage_table.jsonl")
     p.add_argument("--ckpt", help="checkpoint to score (a .pt written by lessons_lib.save_checkpoint)")
     p.add_argument("--label", help="row name in the table, e.g. sft (default: the checkpoint's file stem)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N questions (default: all)")
+    p.add_argument("--limit", type=positive_int, default=None, help="score only the first N questions (default: all)")
     p.add_argument("--append", metavar="FILE.jsonl", help="append the row to this stage-table JSONL")
     p.add_argument("--table", metavar="FILE.jsonl", help="render the table in this JSONL and exit "
                    "(a label appended twice: the latest row wins, and the table says so)")
@@ -50,28 +58,111 @@ def parse_args(argv=None):
                    help="gsm8k (default): real GSM8K via lessons_lib.load_qa_pairs (GSM8K_DIR or `datasets`); "
                         "synthetic: the course's held-out GSM8K-format set (test = 500 problems)")
     p.add_argument("--split", default="test", help="dataset split to score (default: test)")
-    p.add_argument("--max_new_tokens", type=int, default=256, help="generation budget per answer (default: 256)")
-    p.add_argument("--batch_size", type=int, default=64, help="prompts decoded together (default: 64)")
+    p.add_argument("--max_new_tokens", type=positive_int, default=256, help="generation budget per answer (default: 256)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="prompts decoded together (default: 64)")
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available; "
                    "under torchrun on CUDA each rank uses cuda:LOCAL_RANK)")
     p.add_argument("--strategy", choices=["bucket", "pad", "sequential"], default=None,
                    help="batching strategy of batched_generate (default: the fastest exact one)")
     p.add_argument("--records", metavar="PATH.jsonl", default=None,
                    help="where to save per-item records (default with --append: "
-                        "<table dir>/records/<table stem>/<label>.jsonl); 'none' to skip")
+                        "<table dir>/records/<table file>/<dataset>/<split>/<label>-<hash>.jsonl); 'none' to skip")
     p.add_argument("--parent", metavar="LABEL", default=None,
                    help="label of the row this stage started from, for the paired test "
                         "(default: the checkpoint's meta 'parent', if any)")
     p.add_argument("--control", metavar="LABEL", default=None,
                    help="label of a compute-matched control row to also pair-test against (e.g. sft_continued)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default: 1 — the course's tiny models decode fastest on one thread; "
                         "several threads on tiny matmuls mostly wait on each other, badly so on a busy CPU)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
-    if not args.table and not args.ckpt:
-        p.error("give --ckpt PATH to score a checkpoint, or --table FILE.jsonl to render a table")
+    try:
+        validate_args(args)
+    except UsageError as e:
+        p.error(str(e))  # one line, exit status 2
     return args
+
+
+def validate_args(args) -> None:
+    """Usage checks that need neither the model nor the data (raise UsageError)."""
+    if args.table:
+        if not Path(args.table).is_file():
+            raise UsageError(f"--table {args.table}: no such file (score a checkpoint with --append {args.table} first)")
+        if args.plot:
+            check_plot_path(args.plot)
+        return
+    if not args.ckpt:
+        raise UsageError("give --ckpt PATH to score a checkpoint, or --table FILE.jsonl to render a table")
+    if args.plot or args.markdown:
+        raise UsageError("--plot and --markdown go with --table FILE.jsonl (render the table after scoring)")
+    if not Path(args.ckpt).is_file():
+        raise UsageError(f"--ckpt {args.ckpt}: no such file (build the course's with `make checkpoints`)")
+    if args.label is not None and not args.label.strip():
+        raise UsageError("--label is empty: name the row, e.g. --label sft")
+    if args.split not in SPLITS[args.dataset]:
+        raise UsageError(f"--split {args.split!r}: {args.dataset} has the splits {', '.join(SPLITS[args.dataset])}")
+    check_device(args.device)
+
+
+def check_plot_path(path) -> None:
+    """--plot must name a writable file in an existing folder, in a format matplotlib can write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise UsageError(f"--plot {path}: end the name with one of .{', .'.join(sorted(formats))} (e.g. .png)")
+    check_writable(path, "--plot", make_dirs=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# output destinations: all checked before the model is loaded
+
+def check_outputs(args, label):
+    """Check every file this run will write, before anything is loaded; return the records path
+    (None: no records). The table must be a table, and the records file can be neither the table
+    nor another row's records, nor any other existing file that is not a records file."""
+    rows = []
+    if args.append:
+        check_writable(args.append, "--append")
+        rows = existing_rows(args.append)
+    records = records_destination(args, label)
+    if records is None:
+        return None
+    check_writable(records, "--records")  # first: a name too long can't even be looked up
+    if args.append and records.resolve() == Path(args.append).resolve():
+        raise UsageError(f"--records {records} is the table itself: records need a file of their own "
+                         f"(leave --records out for the default)")
+    problem = records_problem(records)
+    if problem:
+        raise UsageError(f"--records {records} exists and is not a records file ({problem}); "
+                         f"refusing to overwrite it: choose another path")
+    for row in rows:
+        key = (row.get("dataset"), row.get("split"), row["label"])
+        if row.get("records") and resolve_path(row["records"]).resolve() == records.resolve() \
+                and key != (args.dataset, args.split, label):
+            raise UsageError(f"--records {records} holds the records of row {row['label']!r} "
+                             f"({key[0]}/{key[1]}); overwriting them would break its paired tests: choose another path")
+    return records
+
+
+def existing_rows(table) -> list[dict]:
+    """The rows already in --append's file ([] when new or empty); refuse a file that is not a table."""
+    if not Path(table).exists() or Path(table).stat().st_size == 0:
+        return []
+    try:
+        return read_rows(table)  # damaged lines: a warning each, the rows are kept
+    except StageTableError as e:
+        raise UsageError(f"--append {table} is not a stage table ({e}); choose another file") from None
+
+
+def records_destination(args, label):
+    """Where the per-item records go: --records, else the default beside the --append table, else None."""
+    if args.records is not None:
+        return None if args.records.lower() == "none" else Path(args.records)
+    if args.append:
+        return default_records_path(args.append, args.dataset, args.split, label)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,17 +220,27 @@ def score_checkpoint(model, qa_pairs, args, rank=0, world=1, device=None):
     return records, sum(r["n_tokens"] for r in records), seconds
 
 
-def save_records(args, label, records):
-    """Write the per-item records where --records says (default: next to the --append table);
-    return the path, or None when they are not saved."""
-    path = args.records
-    if path is None and args.append:
-        table, safe = Path(args.append), re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-        path = table.parent / "records" / table.stem / f"{safe}.jsonl"
-    if not path or str(path).lower() == "none":
+def save_records(path, records):
+    """Write the per-item records; on failure keep going without them (the row matters more)."""
+    if path is None:
         return None
-    write_records(path, records)
-    return path
+    try:
+        write_records(path, records)
+        return path
+    except OSError as e:
+        warnings.warn(f"could not write the records to {path} ({e.strerror or e}); "
+                      f"the row is kept without them (no paired tests for it)")
+        return None
+
+
+def save_row(table, row) -> None:
+    """Append the row; if that fails after all, print it: a measured result is never lost."""
+    try:
+        append_row(table, row)
+    except OSError as e:
+        print(json.dumps(row), flush=True)
+        raise OSError(f"could not append the row to {table} ({e.strerror or e}); it is printed above "
+                      f"as one JSON line: add it to the table by hand, on a line of its own") from e
 
 
 def run_scoring(args) -> dict | None:
@@ -151,45 +252,56 @@ def run_scoring(args) -> dict | None:
     torch.set_num_threads(args.threads)  # per process (under torchrun: per rank)
     rank, world, device = dist_setup(args.device)
     label = args.label or Path(args.ckpt).stem
+    records_file = check_outputs(args, label)  # before anything is loaded: no result lost at the end
+    qa_pairs = load_qa_pairs(args.dataset, args.split, limit=args.limit)  # golds checked here
     model = load_checkpoint(args.ckpt, device=device)
-    qa_pairs = load_qa_pairs(args.dataset, args.split, limit=args.limit)
     records, tokens, seconds = score_checkpoint(model, qa_pairs, args, rank, world, device)
     if rank != 0:
         return None
     row = make_row(label, records, ckpt=args.ckpt, dataset=args.dataset, split=args.split,
                    max_new_tokens=args.max_new_tokens, strategy=args.strategy or DEFAULT_STRATEGY,
-                   seconds=seconds, generated_tokens=tokens, records_path=save_records(args, label, records),
+                   seconds=seconds, generated_tokens=tokens, records_path=save_records(records_file, records),
                    parent=args.parent or model.meta.get("parent"), control=args.control,
-                   stage=model.meta.get("stage"), world_size=world,
+                   stage=model.meta.get("stage"), world_size=world, ckpt_sha256=model.sha256,
                    skipped=sum("skipped" in r for r in records))  # prompts with no room in the context
     if args.append:
-        append_row(args.append, row)
+        save_row(args.append, row)
     print(f"{label}: {row['correct']}/{row['n']} = {100 * row['accuracy']:.1f}% on {args.dataset}/{args.split} "
           f"({seconds:.1f}s, {row['tokens_per_s']} tok/s)" + (f" -> {args.append}" if args.append else "")
           + (f"  [{row['skipped']} prompts too long for the context: counted wrong]" if row["skipped"] else ""))
     return row
 
 
+def show_table(args) -> None:
+    rows = read_rows(args.table)
+    if not rows:
+        raise StageTableError(f"{args.table} has no rows yet: score a checkpoint with --append {args.table}")
+    print(render_table(rows, markdown=args.markdown))
+    if args.plot:
+        from lessons_lib.stage_table import plot_stage_accuracy
+        plot_stage_accuracy(rows, args.plot)
+
+
+def failures(table_only=False) -> tuple:
+    """The errors that are the user's data or files, not bugs: one `error:` line, exit status 1."""
+    found = (StageTableError, DatasetFormatError, DatasetUnavailableError)
+    if table_only:
+        return found  # rendering a table never imports torch
+    from lessons_lib.checkpoint import CheckpointError
+    return found + (CheckpointError,)
+
+
 def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=r"\d+ of \d+ prompts are longer")  # the row line says it
-    if args.table:
+    with cli_errors(*failures(table_only=bool(args.table))):
         try:
-            rows = read_rows(args.table)
-        except StageTableError as e:
-            sys.exit(f"error: {e}")
-        print(render_table(rows, markdown=args.markdown))
-        if args.plot:
-            from lessons_lib.stage_table import plot_stage_accuracy
-            plot_stage_accuracy(rows, args.plot)
-        return
-    try:
-        run_scoring(args)
-    finally:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            import torch.distributed as dist
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            show_table(args) if args.table else run_scoring(args)
+        finally:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                import torch.distributed as dist
+                if dist.is_initialized():
+                    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Honest expectations: tiny CPU-trained models score about 0% on real GSM8K; the s
 the climb is visible on a laptop. Point `--ckpt_dir` at your own checkpoints to score them instead.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ sys.path.insert(0, str(REPO))  # run from a clone without installing
 sys.path.insert(0, str(REPO / "scripts"))
 
 import eval_post_training as evalpt  # noqa: E402  (the seed's CLI, reused in-process)
-from lessons_lib.stage_table import read_rows, render_table  # noqa: E402
+from lessons_lib.cli import ArgumentParser, UsageError, check_device, check_writable, cli_errors, positive_int  # noqa: E402
+from lessons_lib.stage_table import StageTableError, read_rows, render_table  # noqa: E402
 
 STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
 PARENT = {"sft": "base_pretrained", "dpo": "sft", "ppo": "sft", "grpo": "sft", "sft_continued": "sft"}
@@ -39,20 +39,26 @@ CONTROL = {"dpo": "sft_continued", "ppo": "sft_continued", "grpo": "sft_continue
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Each run re-scores everything.")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0] + " Each run re-scores everything.")
     p.add_argument("--ckpt_dir", default=str(REPO / "checkpoints"),
                    help="folder with <stage>.pt files (default: the repo's checkpoints/)")
     p.add_argument("--out_dir", default=str(REPO / "outputs"),
                    help="where tables, records, stage_table.md and the plot go (default: the repo's outputs/, git-ignored)")
-    p.add_argument("--synthetic_limit", type=int, default=None, help="synthetic test problems (default: all 500)")
-    p.add_argument("--gsm8k_limit", type=int, default=200, help="real GSM8K test problems (default: 200, the seed's --limit 200)")
+    p.add_argument("--synthetic_limit", type=positive_int, default=None, help="synthetic test problems (default: all 500)")
+    p.add_argument("--gsm8k_limit", type=positive_int, default=200, help="real GSM8K test problems (default: 200, the seed's --limit 200)")
     p.add_argument("--skip_gsm8k", action="store_true", help="score the synthetic set only")
-    p.add_argument("--max_new_tokens", type=int, default=256, help="generation budget per answer (default: 256)")
-    p.add_argument("--batch_size", type=int, default=64, help="prompts decoded together (default: 64)")
+    p.add_argument("--max_new_tokens", type=positive_int, default=256, help="generation budget per answer (default: 256)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="prompts decoded together (default: 64)")
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, fastest for tiny models)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default: 1, fastest for tiny models)")
     p.add_argument("--no_progress", action="store_true", help="hide progress bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        check_device(args.device)
+        check_writable(Path(args.out_dir) / "stage_table.md", "--out_dir")  # before minutes of scoring
+    except UsageError as e:
+        p.error(str(e))
+    return args
 
 
 def gsm8k_available() -> tuple[bool, str]:
@@ -62,7 +68,22 @@ def gsm8k_available() -> tuple[bool, str]:
         load_qa_pairs("gsm8k", "test", limit=1)
         return True, ""
     except Exception as e:  # DatasetUnavailableError, or no network for `datasets`
-        return False, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        return False, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def check_own_tables(out_dir: Path, datasets) -> None:
+    """make table rewrites its tables each run: refuse to, if one holds rows it did not write."""
+    for dataset in datasets:
+        table = out_dir / f"stage_table_{dataset}.jsonl"
+        if not table.exists() or table.stat().st_size == 0:
+            continue
+        try:
+            foreign = sorted({r["label"] for r in read_rows(table)} - set(STAGES))
+        except StageTableError as e:
+            raise UsageError(f"{table} is not a table make table wrote ({e}); move it away or delete it") from None
+        if foreign:
+            raise UsageError(f"{table} holds rows make table did not write ({', '.join(map(repr, foreign[:5]))}) and "
+                             f"make table rewrites it each run: move them to a table of your own, or delete the file")
 
 
 def score_dataset(dataset, limit, ckpts, args) -> Path:
@@ -100,13 +121,18 @@ def save_plot(tables, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    with cli_errors(*evalpt.failures()):
+        make_tables(args)
+
+
+def make_tables(args):
     t0 = time.perf_counter()
     ckpt_dir, out_dir = Path(args.ckpt_dir), Path(args.out_dir)
     ckpts = {s: ckpt_dir / f"{s}.pt" for s in STAGES if (ckpt_dir / f"{s}.pt").exists()}
     missing = [s for s in STAGES if s not in ckpts]
     if not ckpts:
-        sys.exit(f"error: no checkpoints in {ckpt_dir}. Build them with `make checkpoints`, "
-                 f"or pass --ckpt_dir with files named {', '.join(s + '.pt' for s in STAGES)}.")
+        raise UsageError(f"no checkpoints in {ckpt_dir}. Build them with `make checkpoints`, "
+                         f"or pass --ckpt_dir with files named {', '.join(s + '.pt' for s in STAGES)}.")
     if missing:
         print(f"note: missing {', '.join(missing)} in {ckpt_dir}; scoring the rest", flush=True)
     datasets = {"synthetic": args.synthetic_limit}
@@ -117,6 +143,7 @@ def main(argv=None):
         else:
             print(f"note: real GSM8K not available, scoring the synthetic set only ({why}). "
                   f"Restore data/gsm8k/ (git checkout -- data/gsm8k) or set GSM8K_DIR to a folder with test.jsonl to add it.", flush=True)
+    check_own_tables(out_dir, datasets)
     tables = {d: score_dataset(d, limit, ckpts, args) for d, limit in datasets.items()}
     rows = [row for table in tables.values() for row in read_rows(table)]
     print("\n" + render_table(rows))

@@ -4,6 +4,7 @@ Real GSM8K is read from the folder named by GSM8K_DIR (CI sets it to ../shared/d
 need it skip with a visible reason when it is absent, so `make test` passes on any machine.
 """
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,13 @@ def gsm8k_dir() -> Path:
     if not folder or not (Path(folder) / "test.jsonl").exists():
         pytest.skip("real GSM8K not available: set GSM8K_DIR to a folder with test.jsonl/train.jsonl")
     return Path(folder)
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The CLIs under test set torch's thread count (--threads): give it back after each test."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield
+    if before is not None:
+        torch.set_num_threads(before)

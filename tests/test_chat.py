@@ -4,6 +4,7 @@ import io
 import subprocess
 import sys
 from argparse import Namespace
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,13 @@ def test_ask_a_real_tiny_checkpoint_greedy_is_deterministic(tiny_ckpt):
     assert s == chat.ask(model, "What is 2+2?", max_new_tokens=10, greedy=False, seed=3)  # seeded sampling
 
 
+_ROOMY = SimpleNamespace(config=SimpleNamespace(max_seq_len=1000))  # all a fake generate needs of a model
+
+
 def test_interactive_reads_questions_and_gold(monkeypatch, capsys):
     monkeypatch.setattr(chat, "batched_generate", _fake("<answer>7</answer>"))
     args = Namespace(max_new_tokens=8, sample=False, temperature=1.0, seed=0, device=None)
-    chat.interactive(None, args, stdin=io.StringIO("Half of 14? ### 7\nAnother one\n\nnever asked\n"))
+    chat.interactive(_ROOMY, args, stdin=io.StringIO("Half of 14? ### 7\nAnother one\n\nnever asked\n"))
     out = capsys.readouterr().out
     assert out.count("extracted answer: 7") == 2
     assert out.count("correct: True") == 1  # only the first line gave a gold
@@ -79,3 +83,80 @@ def test_cli_interactive_until_quit(tiny_ckpt):
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("extracted answer:") == 1
+
+
+def test_interactive_reports_a_question_too_long_and_goes_on(monkeypatch, capsys):
+    monkeypatch.setattr(chat, "batched_generate", _fake("<answer>7</answer>"))
+    args = Namespace(max_new_tokens=900, sample=False, temperature=1.0, seed=0, device=None)
+    chat.interactive(_ROOMY, args, stdin=io.StringIO("short?\n" + "long " * 30 + "?\nshort again?\n"))
+    out = capsys.readouterr().out
+    assert out.count("extracted answer: 7") == 2
+    assert "error: the question is 155 tokens" in out and "leaves room for 100" in out
+
+
+def test_interactive_ends_quietly_on_ctrl_c(monkeypatch, capsys):
+    class CtrlC(io.StringIO):
+        def readline(self, *a):
+            raise KeyboardInterrupt
+    chat.interactive(_ROOMY, Namespace(max_new_tokens=8), stdin=CtrlC())
+    assert capsys.readouterr().out.endswith("> \n")
+
+
+def _chat(*argv, **kw):
+    return subprocess.run([sys.executable, "-m", "lessons_lib.chat", *map(str, argv)], capture_output=True,
+                          text=True, cwd=REPO, timeout=120, **kw)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sample", "--temperature", "0"], "sampling needs a temperature > 0"),
+    (["--max_new_tokens", "0"], "argument --max_new_tokens: must be >= 1"),
+    (["--threads", "-1"], "argument --threads: must be >= 1"),
+    (["--device", "nope"], "unknown device 'nope'"),
+    (["--question", " "], "--question is empty"),
+])
+def test_cli_refuses_bad_arguments_before_loading(tiny_ckpt, monkeypatch, capsys, argv, message):
+    def refuse(*a, **k):
+        raise AssertionError("loaded the checkpoint before refusing")
+    monkeypatch.setattr(chat, "load_checkpoint", refuse)
+    with pytest.raises(SystemExit) as e:
+        chat.main(["--ckpt", str(tiny_ckpt), "--question", "1+1?", *argv])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == "" and err.startswith("error: ") and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        chat.main(["--ckpt", str(tmp_path / "missing.pt")])
+    assert e.value.code == 2 and "--ckpt" in capsys.readouterr().err
+
+
+def test_cli_question_too_long_is_one_line(tiny_ckpt):
+    out = _chat("--ckpt", tiny_ckpt, "--question", "x" * 200, "--max_new_tokens", "8")
+    assert out.returncode == 2 and out.stderr.startswith("error: the question is ") and "Traceback" not in out.stderr
+
+
+def test_cli_interactive_ends_quietly_on_ctrl_c(tiny_ckpt):
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "lessons_lib.chat", "--ckpt", str(tiny_ckpt), "--device", "cpu"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.time() + 60
+    while time.time() < deadline and b"> " not in _peek(proc):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err and err == ""
+
+
+def _peek(proc):
+    import fcntl
+    import os
+    fd = proc.stdout.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        chunk = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        chunk = b""
+    _peek.seen = getattr(_peek, "seen", b"") + chunk
+    return _peek.seen

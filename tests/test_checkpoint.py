@@ -93,13 +93,73 @@ def test_weights_that_do_not_match_the_config(tmp_path, model):
     payload = torch.load(path, weights_only=True)
     payload["config"]["n_embd"] = 32  # config now says a wider model than the weights
     torch.save(payload, path)
-    with pytest.raises(CheckpointError, match="don't match the stored config"):
+    with pytest.raises(CheckpointError, match=r"config says wte.weight is \(264, 32\).*the file holds \(264, 16\)"):
         load_checkpoint(path)
     payload["config"]["n_embd"] = 16
     del payload["state_dict"]["ln_f.weight"]
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="ln_f.weight"):
         load_checkpoint(path)
+
+
+def _edited(tmp_path, model, edit):
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+    return path
+
+
+def test_a_config_that_claims_huge_sizes_is_refused_before_anything_is_built(tmp_path, model, monkeypatch):
+    path = _edited(tmp_path, model, lambda p: p["config"].update(vocab_size=2_000_000_000))
+    def no_build(*a, **k):
+        raise AssertionError("a model was built from a config that does not match its tensors")
+    monkeypatch.setattr("lessons_lib.checkpoint.GPT", no_build)
+    with pytest.raises(CheckpointError, match=rf"{path}: config says wte.weight is \(2000000000, 16\)"):
+        load_checkpoint(path, device="cpu")
+    path = _edited(tmp_path, model, lambda p: p["config"].update(n_layer=10**9))
+    with pytest.raises(CheckpointError, match=r"'n_layer' = 1000000000, but the file holds 1 layer"):
+        load_checkpoint(path, device="cpu")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_head", 3, r"config field 'n_head' = 3 does not divide n_embd = 16"),
+    ("max_seq_len", 0, r"config field 'max_seq_len' = 0 must be a whole number >= 1"),
+    ("max_seq_len", -5, r"config field 'max_seq_len' = -5 must be"),
+    ("n_embd", 16.0, r"config field 'n_embd' = 16.0 must be a whole number"),
+    ("dropout", 1.5, r"config field 'dropout' = 1.5 must be in \[0, 1\)"),
+])
+def test_bad_config_fields_name_the_file_and_the_field(tmp_path, model, field, value, message):
+    path = _edited(tmp_path, model, lambda p: p["config"].update({field: value}))
+    with pytest.raises(CheckpointError, match=rf"{path}: {message}"):
+        load_checkpoint(path, device="cpu")
+
+
+@pytest.mark.parametrize("meta, message", [
+    ([1, 2], r"field 'meta' must be a dict, got list"),
+    ({"calculator": "yes"}, r"meta field 'calculator' must be true or false"),
+    ({"stage": 3}, r"meta field 'stage' must be a string"),
+])
+def test_malformed_meta_names_the_file_and_the_field(tmp_path, model, meta, message):
+    path = _edited(tmp_path, model, lambda p: p.update(meta=meta))
+    with pytest.raises(CheckpointError, match=rf"{path}: {message}"):
+        load_checkpoint(path, device="cpu")
+
+
+def test_sha256_is_of_the_bytes_that_were_loaded(tmp_path, model, monkeypatch):
+    import hashlib
+    path = save_checkpoint(tmp_path / "m.pt", model, {"stage": "a"})
+    original = hashlib.sha256(path.read_bytes()).hexdigest()
+    real_load = torch.load
+    def load_then_replace(*a, **k):  # the file is swapped for other weights while we load it
+        payload = real_load(*a, **k)
+        torch.manual_seed(1)
+        save_checkpoint(path, GPT(CFG), {"stage": "b"})
+        return payload
+    monkeypatch.setattr(torch, "load", load_then_replace)
+    loaded = load_checkpoint(path, device="cpu")
+    assert loaded.meta["stage"] == "a" and loaded.sha256 == original
+    assert hashlib.sha256(path.read_bytes()).hexdigest() != original
 
 
 def test_unknown_config_field(tmp_path, model):

@@ -34,7 +34,6 @@ def test_load_from_data_dir(folder):
     pairs = load_qa_pairs("gsm8k", "test", data_dir=folder)
     assert pairs == [(item["question"], item["answer"]) for item in ITEMS]
     assert load_qa_pairs("gsm8k", "train", limit=2, data_dir=str(folder)) == pairs[:2]
-    assert load_qa_pairs("gsm8k", "test", limit=0, data_dir=folder) == []
 
 
 def test_load_from_env(folder, monkeypatch):
@@ -66,6 +65,49 @@ def test_missing_key_names_file_and_line(folder):
         load_qa_pairs("gsm8k", "test", data_dir=folder)
 
 
+@pytest.mark.parametrize("line, message", [
+    ('{"question": "q", "answer": "forty-two"}', r"line 2: the answer has no '#### N' gold line"),
+    ('{"question": null, "answer": "#### 3"}', r"line 2: the question is None, not a non-empty text"),
+    ('{"question": "  ", "answer": "#### 3"}', r"line 2: the question is '  '"),
+    ('{"question": "q", "answer": null}', r"line 2: the answer has no '#### N' gold line"),
+])
+def test_golds_are_checked_when_the_data_is_loaded(folder, line, message):
+    (folder / "test.jsonl").write_text(json.dumps(ITEMS[0]) + "\n" + line + "\n")
+    with pytest.raises(DatasetFormatError, match=rf"test\.jsonl, line 2: {message[len('line 2: '):]}"):
+        load_qa_pairs("gsm8k", "test", data_dir=folder)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_an_empty_data_file_is_an_error_not_zero_questions(folder, content):
+    (folder / "test.jsonl").write_text(content)
+    with pytest.raises(DatasetFormatError, match=r"test\.jsonl holds no questions"):
+        load_qa_pairs("gsm8k", "test", data_dir=folder)
+
+
+@pytest.mark.parametrize("name, split", [("gsm8k", "test"), ("synthetic", "test")])
+@pytest.mark.parametrize("limit", [0, -1, True, 2.0])
+def test_the_same_limit_rule_for_every_data_set(folder, name, split, limit):
+    with pytest.raises(ValueError, match=r"limit must be None \(all\) or a whole number >= 1"):
+        load_qa_pairs(name, split, limit=limit, data_dir=folder)
+
+
+def test_offline_without_the_train_split_fails_in_seconds_with_one_clear_line(tmp_path):
+    """`datasets` alone retries a dead network for ~25 s and ends in a traceback."""
+    import subprocess
+    import time
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("GSM8K", "HF_"))}
+    env.update(HF_ENDPOINT="https://hub.invalid", HF_HOME=str(tmp_path))  # .invalid never resolves
+    code = ("from lessons_lib.data import load_qa_pairs\n"
+            "try:\n    load_qa_pairs('gsm8k', 'train', limit=1)\n"
+            "except Exception as e:\n    print(type(e).__name__, '|', e)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    elapsed = time.perf_counter() - t0
+    assert out.stdout.startswith("DatasetUnavailableError |") and "set GSM8K_DIR" in out.stdout, out.stdout + out.stderr
+    assert "hub.invalid" in out.stdout and len(out.stdout.strip().splitlines()) == 1
+    assert elapsed < 12, f"took {elapsed:.1f} s"
+
+
 def test_named_folder_without_the_split_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetUnavailableError, match="GSM8K_DIR"):
         load_qa_pairs("gsm8k", "test", data_dir=tmp_path)
@@ -81,6 +123,7 @@ def test_no_folder_and_no_datasets_package(monkeypatch):
 
 def test_no_folder_and_hub_unreachable(monkeypatch):
     monkeypatch.delenv("GSM8K_DIR", raising=False)
+    monkeypatch.setattr(data, "_hub_unreachable", lambda: None)  # the probe passes, the download fails
 
     class FakeDatasets:
         @staticmethod
@@ -94,6 +137,7 @@ def test_no_folder_and_hub_unreachable(monkeypatch):
 
 def test_hub_fallback_when_available(monkeypatch):
     monkeypatch.delenv("GSM8K_DIR", raising=False)
+    monkeypatch.setattr(data, "_hub_unreachable", lambda: None)
     calls = []
 
     class FakeDatasets:

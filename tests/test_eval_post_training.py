@@ -1,6 +1,5 @@
 """scripts/eval_post_training.py: the seed's CLI, rows, records, duplicate labels, errors, torchrun."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,20 +11,12 @@ import torch
 
 from lessons_lib.checkpoint import save_checkpoint
 from lessons_lib.model import GPT, GPTConfig
+from helpers import load_script
 from lessons_lib.stage_table import read_jsonl, read_rows
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "eval_post_training.py"
-_spec = importlib.util.spec_from_file_location("eval_post_training", SCRIPT)
-evalpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evalpt)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()  # the script sets torch's thread count (--threads); undo it
-    yield
-    torch.set_num_threads(before)
+evalpt = load_script("eval_post_training")
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +106,12 @@ def test_duplicate_label_latest_row_wins(tiny_ckpts, tmp_path, capsys):
     assert "replaced by the latest" in out
 
 
-def test_broken_table_line_names_file_and_line(tmp_path):
+def test_broken_table_line_names_file_and_line_and_the_rest_renders(tmp_path, capsys):
     table = tmp_path / "t.jsonl"
     table.write_text('{"label": "sft", "n": 1, "correct": 0}\n{oops\n')
-    with pytest.raises(SystemExit) as e:
+    with pytest.warns(UserWarning, match=rf"{table}:2: not valid JSON"):
         evalpt.main(["--table", str(table)])
-    assert f"{table}:2:" in str(e.value)
+    assert capsys.readouterr().out.splitlines()[3].startswith("sft ")
 
 
 def test_records_none_and_explicit_parent_control(tiny_ckpts, tmp_path):
@@ -149,9 +140,7 @@ def test_torchrun_two_processes_match_one_process(tiny_ckpts, tmp_path):
 
 
 def test_make_table_driver_on_tiny_checkpoints(tiny_ckpts, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_table", REPO / "scripts" / "make_table.py")
-    make_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_table)
+    make_table = load_script("make_table")
     out_dir = tmp_path / "results"
     make_table.main(["--ckpt_dir", str(tiny_ckpts["sft"].parent), "--out_dir", str(out_dir), "--skip_gsm8k",
                      "--synthetic_limit", "4", "--max_new_tokens", "4", "--no_progress"])

@@ -52,23 +52,31 @@ def test_append_creates_parent_dirs_and_round_trips(tmp_path):
     assert [r["label"] for r in st.read_rows(path)] == ["sft", "grpo"]
 
 
-def test_broken_line_reports_file_and_line(tmp_path):
+def test_broken_line_is_reported_with_file_and_line_and_the_rest_is_read(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps(_row("a", 1)) + "\n\n" + '{"label": "b", "n": 3,\n' + json.dumps(_row("c", 2)) + "\n")
-    with pytest.raises(st.StageTableError, match=rf"{path.name}:3: not valid JSON"):
-        st.read_rows(path)
+    with pytest.warns(st.StageTableWarning, match=rf"{path.name}:3: not valid JSON.*sed -i '3d'"):
+        assert [r["label"] for r in st.read_rows(path)] == ["a", "c"]
 
 
-def test_non_object_line_and_missing_keys_are_clear_errors(tmp_path):
+def test_lines_that_are_not_rows_are_skipped_and_a_file_without_rows_is_an_error(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text("[1, 2]\n")
-    with pytest.raises(st.StageTableError, match=r"t.jsonl:1: expected a JSON object"):
+    with pytest.raises(st.StageTableError, match=r"t.jsonl holds no stage-table rows.*line 1: expected a JSON object"):
         st.read_rows(path)
     path.write_text(json.dumps({"label": "x"}) + "\n")
     with pytest.raises(st.StageTableError, match="lacks"):
         st.read_rows(path)
+    bad = [{"label": "x"}, {"label": "zero", "n": 0, "correct": 0}, _row("neg", -1), _row("p", 1, parent=["list"])]
+    path.write_text("\n".join(json.dumps(r) for r in [_row("ok", 1), *bad]) + "\n")
+    with pytest.warns(st.StageTableWarning) as caught:
+        assert [r["label"] for r in st.read_rows(path)] == ["ok"]
+    assert [str(w.message).split(": ")[0].rsplit(":", 1)[1] for w in caught] == ["2", "3", "4", "5"]
     with pytest.raises(st.StageTableError, match="no such file"):
         st.read_rows(tmp_path / "missing.jsonl")
+    path.write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(st.StageTableError, match=r"t.jsonl:2: not valid JSON"):  # records: strict
+        st.read_jsonl(path)
 
 
 def test_duplicate_label_keeps_latest_in_first_position_and_says_so():

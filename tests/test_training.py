@@ -1,11 +1,13 @@
-"""The shared training pieces: SFT masks, batching, RL masks and log-probs."""
+"""The shared training pieces: SFT masks, batching, RL masks and log-probs; the stage CLIs' checks."""
+import pytest
 import torch
 
+from lessons_lib import train_base, train_grpo, train_sft
 from lessons_lib.generation import Generation
 from lessons_lib.tokenizer import EOT, PAD, decode, encode, encode_prompt
 from lessons_lib.train_sft import lr_at
 from lessons_lib.training import (collate, lm_loss, new_model, rollout_batch, sequence_logprobs,
-                                  sft_example, sft_target)
+                                  sft_example, sft_target, stage_cli)
 
 QUESTION = "Mia has 3 boxes of 4 pens. How many pens?"
 ANSWER = "<<3*4=12>>12 pens\n#### 12"
@@ -55,3 +57,46 @@ def test_sft_lr_schedule_warmup_then_cosine_floor():
     assert lr_at(5, cfg) == 0.5 and lr_at(10, cfg) == 1.0
     assert abs(lr_at(110, cfg) - 0.1) < 1e-9 and abs(lr_at(60, cfg) - 0.55) < 1e-9
     assert lr_at(50, dict(cfg, min_lr_frac=1.0)) == 1.0  # the control's constant rate
+
+
+# ---------------------------------------------------------------- the trainers' CLIs refuse bad arguments
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    (train_sft, ["--steps", "0"], "--steps 0: must be >= 1"),
+    (train_sft, ["--batch_size", "-4"], "--batch_size -4: must be >= 1"),
+    (train_sft, ["--lr", "0"], "--lr 0.0: must be a finite number > 0"),
+    (train_sft, ["--lr", "nan"], "--lr nan: must be a finite number > 0"),
+    (train_sft, ["--min_lr_frac", "2"], "--min_lr_frac 2.0: a fraction, between 0 and 1"),
+    (train_sft, ["--early_stop", "maybe"], "argument --early_stop: expected true or false"),
+    (train_sft, ["--threads", "0"], "argument --threads: must be >= 1"),
+    (train_sft, ["--init", "no/such.pt"], "--init no/such.pt: no such file"),
+    (train_base, ["--n_head", "3"], "--n_head 3 must divide --n_embd 64"),
+    (train_base, ["--max_seq_len", "0"], "--max_seq_len 0: must be >= 1"),
+    (train_grpo, ["--temperature", "-1"], "--temperature -1.0: must be a finite number > 0"),
+    (train_grpo, ["--kl_coef", "-0.1"], "--kl_coef -0.1: must be a finite number >= 0"),
+    (train_grpo, ["--out", "/proc/nope"], "--out /proc/nope/logs/stage.jsonl cannot be written"),
+])
+def test_stage_cli_refuses_bad_arguments_before_training(monkeypatch, capsys, tmp_path, module, argv, message):
+    monkeypatch.chdir(tmp_path)  # --init/--pairs defaults point into checkpoints/: make them exist
+    (tmp_path / "checkpoints" / "logs").mkdir(parents=True)
+    for name in ("base_pretrained.pt", "sft.pt", "logs/preference_pairs.jsonl"):
+        (tmp_path / "checkpoints" / name).write_text("")
+    monkeypatch.setattr("sys.argv", ["train", *argv])
+    def never(*a):
+        raise AssertionError("training started")
+    with pytest.raises(SystemExit) as e:
+        stage_cli(module.__name__.rsplit("_", 1)[-1], module.DEFAULTS, never, "doc")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_stage_cli_accepts_the_defaults(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "base_pretrained.pt").write_text("")
+    monkeypatch.setattr("sys.argv", ["train"])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # leave the test process's threads alone
+    seen = {}
+    stage_cli("sft", train_sft.DEFAULTS, lambda cfg, out: seen.update(cfg=cfg, out=out) or {"ok": 1}, "doc")
+    assert seen["cfg"] == {**train_sft.DEFAULTS, "use_wandb": False} and seen["out"].name == "checkpoints"
