@@ -14,6 +14,14 @@ settings, timing, library version, where the per-item records went). With per-it
 stage against the row it started from (`--parent`, default: the checkpoint's own meta) and against a
 compute-matched control (`--control`).
 
+A real model: `--hf MODEL` (a Hugging Face hub id or a local folder written by `save_pretrained`)
+scores any causal LM through the same records, rows and table (lessons_lib/hf_model.py; needs
+`pip install -e ".[hf]"`). `--prompt_format` chat / fewshot / plain, `--fewshot_k`, `--dtype`
+and `--revision` are recorded in the row:
+
+    python scripts/eval_post_training.py --hf Qwen/Qwen2.5-0.5B-Instruct --label qwen-instruct \\
+        --limit 200 --append logs/real.jsonl
+
 Beyond one device: `torchrun --nproc_per_node N scripts/eval_post_training.py ...` shards the
 questions across the N processes (gloo on CPU, NCCL on CUDA), gathers every record on rank 0, and
 rank 0 writes exactly one row — the same row a single process would write.
@@ -39,6 +47,16 @@ def parse_args(argv=None):
                                 epilog="example: eval_post_training.py --ckpt checkpoints/sft.pt --label sft "
                                 "--limit 200 --append logs/stage_table.jsonl; then --table logs/stage_table.jsonl")
     p.add_argument("--ckpt", help="checkpoint to score (a .pt written by lessons_lib.save_checkpoint)")
+    p.add_argument("--hf", metavar="MODEL", help="score a Hugging Face causal LM instead: a hub id or a local "
+                   "folder from save_pretrained (needs: pip install -e '.[hf]')")
+    p.add_argument("--revision", default=None, help="with --hf: hub branch, tag or commit to load")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16", "float64"],
+                   help="with --hf: weights dtype (default auto: bfloat16 on CUDA, float32 elsewhere)")
+    p.add_argument("--prompt_format", default=None, choices=["chat", "fewshot", "plain"],
+                   help="with --hf: chat = the model's chat template (default when it has one); fewshot = K "
+                        "GSM8K train problems as 'Question: ...\\nAnswer: ...' (lm-evaluation-harness' gsm8k; "
+                        "default without a template); plain = the question alone")
+    p.add_argument("--fewshot_k", type=int, default=None, help="with --prompt_format fewshot: problems shown (default 5)")
     p.add_argument("--label", help="row name in the table, e.g. sft (default: the checkpoint's file stem)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N questions (default: all)")
     p.add_argument("--append", metavar="FILE.jsonl", help="append the row to this stage-table JSONL")
@@ -69,8 +87,14 @@ def parse_args(argv=None):
                         "several threads on tiny matmuls mostly wait on each other, badly so on a busy CPU)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
-    if not args.table and not args.ckpt:
-        p.error("give --ckpt PATH to score a checkpoint, or --table FILE.jsonl to render a table")
+    if not args.table and not args.ckpt and not args.hf:
+        p.error("give --ckpt PATH to score a checkpoint, --hf MODEL to score a Hugging Face model, "
+                "or --table FILE.jsonl to render a table")
+    if args.ckpt and args.hf:
+        p.error("give --ckpt or --hf, not both")
+    hf_only = [f"--{f}" for f in ("revision", "dtype", "prompt_format", "fewshot_k") if getattr(args, f) is not None]
+    if hf_only and not args.hf:
+        p.error(f"{', '.join(hf_only)} only apply to --hf models")
     return args
 
 
@@ -142,21 +166,31 @@ def save_records(args, label, records):
     return path
 
 
+def load_model(args, device):
+    """(model, default label, what the row records about it): the one place where a course checkpoint
+    and a Hugging Face model (--hf) differ in this script; the scorer takes either."""
+    if args.hf:
+        from lessons_lib.hf_model import load_hf_model
+        model = load_hf_model(args.hf, args.revision, args.dtype, device, args.prompt_format, args.fewshot_k)
+        return model, model.name, {"ckpt": model.weights, **model.info}  # ckpt: the weights file, hashed
+    from lessons_lib.checkpoint import load_checkpoint
+    return load_checkpoint(args.ckpt, device=device), Path(args.ckpt).stem, {"ckpt": args.ckpt}
+
+
 def run_scoring(args) -> dict | None:
     """Load, score and (on rank 0) print and append the row. Returns the row on rank 0, else None."""
-    from lessons_lib.checkpoint import load_checkpoint
     from lessons_lib.data import load_qa_pairs
     from lessons_lib.generation import DEFAULT_STRATEGY
     import torch
     torch.set_num_threads(args.threads)  # per process (under torchrun: per rank)
     rank, world, device = dist_setup(args.device)
-    label = args.label or Path(args.ckpt).stem
-    model = load_checkpoint(args.ckpt, device=device)
+    model, default_label, identity = load_model(args, device)
+    label = args.label or default_label
     qa_pairs = load_qa_pairs(args.dataset, args.split, limit=args.limit)
     records, tokens, seconds = score_checkpoint(model, qa_pairs, args, rank, world, device)
     if rank != 0:
         return None
-    row = make_row(label, records, ckpt=args.ckpt, dataset=args.dataset, split=args.split,
+    row = make_row(label, records, **identity, dataset=args.dataset, split=args.split,
                    max_new_tokens=args.max_new_tokens, strategy=args.strategy or DEFAULT_STRATEGY,
                    seconds=seconds, generated_tokens=tokens, records_path=save_records(args, label, records),
                    parent=args.parent or model.meta.get("parent"), control=args.control,
@@ -183,8 +217,11 @@ def main(argv=None):
             from lessons_lib.stage_table import plot_stage_accuracy
             plot_stage_accuracy(rows, args.plot)
         return
+    from lessons_lib.hf_model import HFUnavailableError  # importable without transformers
     try:
         run_scoring(args)
+    except HFUnavailableError as e:  # --hf without transformers: one line saying what to install
+        sys.exit(f"error: {e}")
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             import torch.distributed as dist
