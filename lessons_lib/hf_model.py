@@ -34,7 +34,7 @@ transformers' own `generate` with an attention mask; `generate` derives each row
 that mask (cumsum - 1), so a left-padded prompt sees the positions it would see alone. Unlike the
 course's engine, `generate` keeps finished rows in the batch (they decode pads) until the last stops.
 """
-import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,8 +184,9 @@ def generate_ids(model, prompts, max_new_tokens, pad_id, eos_ids, batch_size=64,
 
 @dataclass
 class HFModel:
-    """A transformers causal LM and its tokenizer, with the three things the scorer asks of a model:
-    `encode_question`, `batched_generate` (the course's signature) and `max_seq_len`."""
+    """A transformers causal LM and its tokenizer, scored like a course checkpoint: `gsm8k_accuracy`
+    (what `lessons_lib.scoring.score_model` calls), built on `encode_question` and `batched_generate`
+    (the course's signature)."""
     model: Any
     tokenizer: Any
     prompt_format: str = "chat"
@@ -244,6 +245,27 @@ class HFModel:
                              batch_size, strategy, self._stopped if self.stop_strings else None, progress)
         generations = [self.to_generation(ids, finished) for ids, finished in pairs]
         return generations if return_details else [g.text for g in generations]
+
+    def gsm8k_accuracy(self, qa_pairs, max_new_tokens=256, device=None, greedy=True, batch_size=64,
+                       strategy=None, progress=True) -> tuple[float, list[dict]]:
+        """`lessons_lib.scoring.gsm8k_accuracy` for this model: its own prompts and engine, the course's
+        checker and records. A prompt with no room for `max_new_tokens` in the context (a 1024-token
+        GPT-2 under a few-shot prompt) is not generated: it counts as wrong, marked `skipped`."""
+        from .scoring import accuracy_of, score_responses
+        qa_pairs = list(qa_pairs)
+        prompts = [self.encode_question(q) for q, _ in qa_pairs]
+        room = self.max_seq_len - max_new_tokens
+        fits = [len(p) <= room for p in prompts]
+        generated = iter(self.batched_generate([p for p, ok in zip(prompts, fits) if ok], max_new_tokens, device,
+                                               greedy, batch_size, strategy, True, progress) if any(fits) else [])
+        details = [next(generated) if ok else Generation("") for ok in fits]
+        records = score_responses(qa_pairs, [g.text for g in details], details=details)
+        for record in (r for r, ok in zip(records, fits) if not ok):
+            record["skipped"] = "prompt too long for the model's context"
+        if not all(fits):
+            warnings.warn(f"{fits.count(False)} of {len(fits)} prompts are longer than {room} tokens (context "
+                          f"{self.max_seq_len} - max_new_tokens {max_new_tokens}); not generated, counted wrong")
+        return accuracy_of(records), records
 
 
 # ---------------------------------------------------------------------------------------------

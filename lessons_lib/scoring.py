@@ -13,7 +13,6 @@ stages item by item (which questions did GRPO fix? which did it break?). The rew
 
 import re
 import warnings
-from functools import partial
 
 from rewards import extract_answer, gsm8k_gold_answer, is_correct, parse_number, reward_gsm8k
 
@@ -53,22 +52,10 @@ def accuracy_of(records) -> float:
     return sum(r["correct"] for r in records) / len(records) if records else 0.0
 
 
-def _engine(model):
-    """(question -> prompt ids, batched_generate-style function, context length): the one place where
-    the course's GPT and a real Hugging Face model differ. An `HFModel` (lessons_lib.hf_model) brings
-    its own tokenizer, prompt format and transformers' `generate`; everything after — records, rows,
-    the table, the paired tests — is the same code for both."""
-    if hasattr(model, "encode_question"):  # duck-typed: scoring never imports transformers
-        return model.encode_question, model.batched_generate, model.max_seq_len
-    encode = lambda question: encode_prompt([{"role": "user", "content": question}])  # the course's template
-    return encode, partial(batched_generate, model), model.config.max_seq_len
-
-
 def gsm8k_accuracy(model, qa_pairs, max_new_tokens=256, device=None, greedy=True, batch_size=64,
                    strategy=None, progress=True) -> tuple[float, list[dict]]:
     """Greedy-decode an answer to every question and check it against the gold number.
 
-    `model` is a course GPT, or a real model loaded by `lessons_lib.hf_model.load_hf_model`.
     `qa_pairs` is a list of `(question, answer_field)` as returned by `load_qa_pairs` — the answer
     field is GSM8K's worked solution ending in `#### N`; only N is used. Returns
     `(accuracy, records)` where each record holds index, question, response, extracted, gold,
@@ -82,13 +69,12 @@ def gsm8k_accuracy(model, qa_pairs, max_new_tokens=256, device=None, greedy=True
     qa_pairs = list(qa_pairs)
     if not qa_pairs:  # e.g. an empty shard when there are more processes than questions
         return 0.0, []
-    encode, generate, max_seq_len = _engine(model)
-    prompts = [encode(q) for q, _ in qa_pairs]
-    room = max_seq_len - max_new_tokens  # longest prompt that leaves room for the answer
+    prompts = [encode_prompt([{"role": "user", "content": q}]) for q, _ in qa_pairs]
+    room = model.config.max_seq_len - max_new_tokens  # longest prompt that leaves room for the answer
     fits = [i for i, p in enumerate(prompts) if len(p) <= room]
-    generations = generate([prompts[i] for i in fits], max_new_tokens=max_new_tokens,
-                           device=device, greedy=greedy, batch_size=batch_size, strategy=strategy,
-                           return_details=True, progress=progress) if fits else []
+    generations = batched_generate(model, [prompts[i] for i in fits], max_new_tokens=max_new_tokens,
+                                   device=device, greedy=greedy, batch_size=batch_size, strategy=strategy,
+                                   return_details=True, progress=progress) if fits else []
     by_index = dict(zip(fits, generations))
     details = [by_index.get(i, Generation(text="")) for i in range(len(prompts))]  # no room: no answer
     records = score_responses(qa_pairs, [g.text for g in details], details=details)
@@ -96,9 +82,18 @@ def gsm8k_accuracy(model, qa_pairs, max_new_tokens=256, device=None, greedy=True
         for i in sorted(set(range(len(prompts))) - set(fits)):
             records[i]["skipped"] = "prompt too long for the model's context"
         warnings.warn(f"{len(prompts) - len(fits)} of {len(prompts)} prompts are longer than {room} tokens "
-                      f"(max_seq_len {max_seq_len} - max_new_tokens {max_new_tokens}); they were "
+                      f"(max_seq_len {model.config.max_seq_len} - max_new_tokens {max_new_tokens}); they were "
                       f"not generated and count as wrong. Lower max_new_tokens to give them room.")
     return accuracy_of(records), records
+
+
+def score_model(model, qa_pairs, **kwargs) -> tuple[float, list[dict]]:
+    """`gsm8k_accuracy` for any model the course scores — the one place where a course GPT and a real
+    Hugging Face model differ. A real model (`lessons_lib.hf_model.load_hf_model`) brings its own
+    tokenizer, prompt format and engine; the checker and the records are these same functions."""
+    if hasattr(model, "gsm8k_accuracy"):  # an HFModel (duck-typed: scoring never imports transformers)
+        return model.gsm8k_accuracy(qa_pairs, **kwargs)
+    return gsm8k_accuracy(model, qa_pairs, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

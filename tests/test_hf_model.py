@@ -21,7 +21,7 @@ from lessons_lib.generation import batched_generate
 from lessons_lib.hf_model import (FEWSHOT_STOP, HFUnavailableError, cut_at_stop, fewshot_examples, fewshot_prompt,
                                   generate_ids, gpt2_from_course, load_hf_model, resolve_dtype, save_tiny_model)
 from lessons_lib.model import GPT, GPTConfig
-from lessons_lib.scoring import gsm8k_accuracy
+from lessons_lib.scoring import gsm8k_accuracy, score_model
 from lessons_lib.stage_table import file_sha256, read_jsonl, read_rows
 from lessons_lib.tokenizer import EOT, PAD, encode_prompt
 
@@ -232,13 +232,27 @@ def test_course_gpt_is_gpt2_same_weights_same_outputs():
 
 def test_scorer_takes_a_real_model(hf64, monkeypatch):
     pairs = load_qa_pairs("gsm8k", "test", limit=4)
-    accuracy, records = gsm8k_accuracy(hf64, pairs, max_new_tokens=8, progress=False)
+    accuracy, records = score_model(hf64, pairs, max_new_tokens=8, progress=False)
     assert len(records) == 4 and all(r["n_tokens"] <= 8 and "finished" in r for r in records)
     assert accuracy == sum(r["correct"] for r in records) / 4
-    monkeypatch.setattr(hf64.model.config, "max_position_embeddings", 60)  # a short context: long prompts skipped
-    with pytest.warns(UserWarning, match="max_seq_len 60"):
-        _, records = gsm8k_accuracy(hf64, pairs, max_new_tokens=8, progress=False)
-    assert any(r.get("skipped") for r in records)
+    texts = [g.text for g in _ids(hf64, [q for q, _ in pairs], n=8)]
+    assert [r["response"] for r in records] == texts  # the records hold what batched_generate wrote
+    room = sorted(len(hf64.encode_question(q)) for q, _ in pairs)[1]  # the two shortest prompts fit
+    monkeypatch.setattr(hf64.model.config, "max_position_embeddings", room + 8)  # a short context
+    with pytest.warns(UserWarning, match=rf"2 of 4 prompts are longer than {room} tokens \(context {room + 8}"):
+        _, short = score_model(hf64, pairs, max_new_tokens=8, progress=False)
+    skipped = [r.get("skipped") is not None for r in short]
+    assert any(skipped) and not all(skipped)
+    assert all(r["response"] == "" and not r["correct"] for r, s in zip(short, skipped) if s)
+    assert [r["response"] for r, s in zip(short, skipped) if not s] == [t for t, s in zip(texts, skipped) if not s]
+
+
+def test_score_model_on_a_course_gpt_is_gsm8k_accuracy():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, max_seq_len=512))
+    pairs = load_qa_pairs("gsm8k", "test", limit=3)
+    assert score_model(gpt, pairs, max_new_tokens=6, progress=False) == gsm8k_accuracy(gpt, pairs, max_new_tokens=6,
+                                                                                        progress=False)
 
 
 def _score_hf(folder, table, label, *extra, limit=5):
