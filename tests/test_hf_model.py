@@ -118,19 +118,23 @@ def test_fewshot_examples_are_the_first_of_train(gsm8k_dir, monkeypatch):
     assert all("####" in a for _, a in from_train)  # the full worked solution, as the harness shows it
 
 
-def test_what_the_model_receives(hf64, monkeypatch):
-    """Spy on transformers' generate: each row is the encoded prompt, left-padded, masked."""
+@pytest.mark.parametrize("prompt_format", ["chat", "fewshot", "plain"])
+def test_what_the_model_receives(tiny_dir, prompt_format, monkeypatch):
+    """Spy on transformers' generate: each row is the prompt text's tokens, left-padded, masked."""
+    hf = load_hf_model(tiny_dir, device="cpu", prompt_format=prompt_format, fewshot_k=2)
+    text = {"chat": lambda q: f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
+            "fewshot": lambda q: fewshot_prompt(q, fewshot_examples(2)), "plain": lambda q: q}[prompt_format]
     seen = []
-    real_generate = hf64.model.generate
-    monkeypatch.setattr(hf64.model, "generate", lambda **kw: seen.append(kw) or real_generate(**kw))
-    prompts = [hf64.encode_question(q) for q in QUESTIONS[:3]]
-    hf64.batched_generate(prompts, max_new_tokens=2, progress=False)
+    real_generate = hf.model.generate
+    monkeypatch.setattr(hf.model, "generate", lambda **kw: seen.append(kw) or real_generate(**kw))
+    hf.gsm8k_accuracy(load_qa_pairs("gsm8k", "test", limit=3), max_new_tokens=2, progress=False)
     [call] = seen
     ids, mask = call["input_ids"], call["attention_mask"]
-    for p in prompts:
+    for q in QUESTIONS[:3]:
+        p = hf.tokenizer(text(q), add_special_tokens=False)["input_ids"]  # this tokenizer adds no BOS
         row = next(r for r in range(3) if int(mask[r].sum()) == len(p))
         assert ids[row, -len(p):].tolist() == p and mask[row, -len(p):].all()  # right-aligned: left padding
-        assert not mask[row, :ids.shape[1] - len(p)].any() and (ids[row, :ids.shape[1] - len(p)] == hf64.pad_id).all()
+        assert not mask[row, :ids.shape[1] - len(p)].any() and (ids[row, :ids.shape[1] - len(p)] == hf.pad_id).all()
 
 
 # ---------------------------------------------------------------------------------------------
