@@ -2,11 +2,11 @@
 
 A real model differs from the course's GPT in three places only: how a question becomes token ids
 (its tokenizer and a prompt format), which tokens end an answer, and the engine that decodes. This
-module handles those three and gives the scorer what it already consumes — token-id prompts in,
-`Generation`s out — so records, rows, the stage table and the paired tests are the course's own:
+module handles those three and turns the answers into the course's `Generation`s; checking them
+(`scoring.score_responses`), the records, rows, stage table and paired tests are the course's own:
 
     hf = load_hf_model("Qwen/Qwen2.5-0.5B-Instruct")      # a hub id, or a folder from save_pretrained
-    accuracy, records = gsm8k_accuracy(hf, load_qa_pairs("gsm8k", "test", limit=200))
+    accuracy, records = score_model(hf, load_qa_pairs("gsm8k", "test", limit=200))  # lessons_lib.scoring
 
 Prompt formats (`prompt_format`, recorded in every row):
 
