@@ -40,6 +40,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "gsm8k"  # the r
 SHIPPED_SHA256 = {  # byte-identical to openai/grade-school-math @ 3101c7d (see data/gsm8k/README.md)
     "test.jsonl": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14",
     "example_model_solutions.jsonl": "4bc62db838f8418365d51c627bd66294cbdca9fb7f01519cb13f0dce8c51580b",
+    "fewshot_train.jsonl": "3f7ee50a459a52ed756683a31829ee9feb74db2b71c5638a09bf31139b8fee14",  # train's first 8 lines: few-shot prompts
 }
 
 

@@ -87,6 +87,15 @@ def gsm8k_accuracy(model, qa_pairs, max_new_tokens=256, device=None, greedy=True
     return accuracy_of(records), records
 
 
+def score_model(model, qa_pairs, **kwargs) -> tuple[float, list[dict]]:
+    """`gsm8k_accuracy` for any model the course scores — the one place where a course GPT and a real
+    Hugging Face model differ. A real model (`lessons_lib.hf_model.load_hf_model`) brings its own
+    tokenizer, prompt format and engine; the checker and the records are these same functions."""
+    if hasattr(model, "gsm8k_accuracy"):  # an HFModel (duck-typed: scoring never imports transformers)
+        return model.gsm8k_accuracy(qa_pairs, **kwargs)
+    return gsm8k_accuracy(model, qa_pairs, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
 # reading failures: why was a record wrong?
 

@@ -6,6 +6,9 @@
 Prints, per prompt set: generated tokens per second, the speed-up over one-prompt-at-a-time, the
 number of distinct prompt lengths (= buckets), and whether every strategy produced exactly the
 sequential outputs (greedy). Then KV-cache decoding vs re-running the whole sequence each step.
+Then the course's engine beside transformers' own `generate` (left padding, greedy) on the very
+same weights: the course GPT is GPT-2's architecture, so `gpt2_from_course` copies it into a
+`GPT2LMHeadModel` (needs `transformers`: pip install -e ".[hf]"; skipped without it).
 A random model rarely emits EOT, so every row runs the full max_new_tokens: fine for timing.
 """
 import argparse
@@ -22,7 +25,7 @@ from lessons_lib.cli import ArgumentParser, UsageError, cli_errors, positive_int
 from lessons_lib.data import DatasetFormatError, DatasetUnavailableError, load_qa_pairs  # noqa: E402
 from lessons_lib.generation import batched_generate, sample_next  # noqa: E402
 from lessons_lib.model import GPT, GPTConfig  # noqa: E402
-from lessons_lib.tokenizer import encode_prompt  # noqa: E402
+from lessons_lib.tokenizer import EOT, PAD, encode_prompt  # noqa: E402
 
 
 def gsm8k_questions(n: int) -> list[str]:
@@ -98,6 +101,44 @@ def bench_cache(model, prompts, args):
     print(f"speed-up {w0 / w1:.1f}x wall, {c0 / c1:.1f}x CPU; outputs identical: {results[False] == results[True]}")
 
 
+def bench_transformers(model, prompts, args):
+    """The course's `batched_generate` ("pad") vs transformers' `generate` on a GPT2LMHeadModel holding
+    the same weights: same prompts, batches, greedy decoding and new-token budget, EOT ends a row."""
+    from lessons_lib.hf_model import HFUnavailableError, generate_ids, gpt2_from_course
+    try:
+        hf = gpt2_from_course(model)
+    except HFUnavailableError as e:
+        print(f"\ntransformers comparison skipped: {e}")
+        return
+    import transformers
+    print(f"\ncourse engine vs transformers {transformers.__version__} generate: {len(prompts)} real GSM8K prompts, "
+          f"{args.max_new_tokens} new tokens, batch {args.batch_size}, left padding, greedy, same weights (GPT-2)")
+    hf_run = lambda cache, n=args.max_new_tokens: [ids for ids, _ in generate_ids(
+        hf, prompts, n, PAD, [EOT], args.batch_size, "pad", progress=False, cache=cache)]
+    course_run = lambda n=args.max_new_tokens: [g.token_ids for g in batched_generate(
+        model, prompts, n, device="cpu", strategy="pad", batch_size=args.batch_size, calculator=False,
+        progress=False, return_details=True)]  # no calculator: generate has none
+    engines = {"course": course_run, "transformers": lambda: hf_run(None),  # the --hf scorer: default cache
+               "transformers, static cache": lambda: hf_run("static")}
+    print(f"{'engine':<28}{'wall s':>8}{'tokens/s':>10}{'CPU s':>8}  course / this  outputs = course's")
+    outputs, rates = {}, {}
+    for name, run in engines.items():
+        t0, c0 = time.perf_counter(), time.process_time()
+        outputs[name] = run()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rates[name] = sum(map(len, outputs[name])) / wall
+        same = sum(a == b for a, b in zip(outputs[name], outputs["course"]))
+        print(f"{name:<28}{wall:>8.1f}{rates[name]:>10.0f}{cpu:>8.1f}  {rates['course'] / rates[name]:>12.2f}x"
+              f"  {same}/{len(prompts)}", flush=True)
+    prefill = {}
+    for name, run in (("course", lambda: course_run(1)), ("transformers", lambda: hf_run(None, 1))):
+        t0 = time.perf_counter()
+        run()
+        prefill[name] = time.perf_counter() - t0
+    print(f"prefill alone (1 new token): course {prefill['course']:.1f} s (each prompt alone), transformers "
+          f"{prefill['transformers']:.1f} s (the left-padded rectangle, pads included)")
+
+
 def parse_args(argv=None):
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=positive_int, default=200, help="prompts per set (default 200)")
@@ -107,7 +148,7 @@ def parse_args(argv=None):
     ap.add_argument("--ckpt", default=None, help="a checkpoint to time instead of a seeded random model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["gsm8k", "synthetic", "cache"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["gsm8k", "synthetic", "cache", "transformers"])
     args = ap.parse_args(argv)
     if args.ckpt and not Path(args.ckpt).is_file():
         ap.error(f"--ckpt {args.ckpt}: no such file")
@@ -138,6 +179,8 @@ def bench(args):
         bench_set("synthetic GSM8K-style questions", model, encode(synthetic_questions(args.n)), args)
     if "cache" not in args.skip:
         bench_cache(model, real[: args.cache_n], args)
+    if "transformers" not in args.skip:
+        bench_transformers(model, real, args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,14 @@ settings, timing, library version, where the per-item records went). With per-it
 stage against the row it started from (`--parent`, default: the checkpoint's own meta) and against a
 compute-matched control (`--control`).
 
+A real model: `--hf MODEL` (a Hugging Face hub id or a local folder written by `save_pretrained`)
+scores any causal LM through the same records, rows and table (lessons_lib/hf_model.py; needs
+`pip install -e ".[hf]"`). `--prompt_format` chat / fewshot / plain, `--fewshot_k`, `--dtype`
+and `--revision` are recorded in the row:
+
+    python scripts/eval_post_training.py --hf Qwen/Qwen2.5-0.5B-Instruct --label qwen-instruct \\
+        --limit 200 --append logs/real.jsonl
+
 Beyond one device: `torchrun --nproc_per_node N scripts/eval_post_training.py ...` shards the
 questions across the N processes (gloo on CPU, NCCL on CUDA), gathers every record on rank 0, and
 rank 0 writes exactly one row — the same row a single process would write.
@@ -47,6 +55,16 @@ def parse_args(argv=None):
                                 epilog="example: eval_post_training.py --ckpt checkpoints/sft.pt --label sft "
                                 "--limit 200 --append logs/stage_table.jsonl; then --table logs/stage_table.jsonl")
     p.add_argument("--ckpt", help="checkpoint to score (a .pt written by lessons_lib.save_checkpoint)")
+    p.add_argument("--hf", metavar="MODEL", help="score a Hugging Face causal LM instead: a hub id or a local "
+                   "folder from save_pretrained (needs: pip install -e '.[hf]')")
+    p.add_argument("--revision", default=None, help="with --hf: hub branch, tag or commit to load")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16", "float64"],
+                   help="with --hf: weights dtype (default auto: bfloat16 on CUDA, float32 elsewhere)")
+    p.add_argument("--prompt_format", default=None, choices=["chat", "fewshot", "plain"],
+                   help="with --hf: chat = the model's chat template (default when it has one); fewshot = K "
+                        "GSM8K train problems as 'Question: ...\\nAnswer: ...' (lm-evaluation-harness' gsm8k; "
+                        "default without a template); plain = the question alone")
+    p.add_argument("--fewshot_k", type=int, default=None, help="with --prompt_format fewshot: problems shown (default 5)")
     p.add_argument("--label", help="row name in the table, e.g. sft (default: the checkpoint's file stem)")
     p.add_argument("--limit", type=positive_int, default=None, help="score only the first N questions (default: all)")
     p.add_argument("--append", metavar="FILE.jsonl", help="append the row to this stage-table JSONL")
@@ -92,11 +110,19 @@ def validate_args(args) -> None:
         if args.plot:
             check_plot_path(args.plot)
         return
-    if not args.ckpt:
-        raise UsageError("give --ckpt PATH to score a checkpoint, or --table FILE.jsonl to render a table")
+    if not args.ckpt and not args.hf:
+        raise UsageError("give --ckpt PATH to score a checkpoint, --hf MODEL to score a Hugging Face model, "
+                         "or --table FILE.jsonl to render a table")
+    if args.ckpt and args.hf:
+        raise UsageError("give --ckpt or --hf, not both")
+    hf_only = [f"--{f}" for f in ("revision", "dtype", "prompt_format", "fewshot_k") if getattr(args, f) is not None]
+    if hf_only and not args.hf:
+        raise UsageError(f"{', '.join(hf_only)} only apply to --hf models")
+    if args.fewshot_k is not None and args.fewshot_k < 1:
+        raise UsageError(f"--fewshot_k {args.fewshot_k}: show at least one example")
     if args.plot or args.markdown:
         raise UsageError("--plot and --markdown go with --table FILE.jsonl (render the table after scoring)")
-    if not Path(args.ckpt).is_file():
+    if args.ckpt and not Path(args.ckpt).is_file():
         raise UsageError(f"--ckpt {args.ckpt}: no such file (build the course's with `make checkpoints`)")
     if args.label is not None and not args.label.strip():
         raise UsageError("--label is empty: name the row, e.g. --label sft")
@@ -206,12 +232,12 @@ def gather(obj, world):
 
 def score_checkpoint(model, qa_pairs, args, rank=0, world=1, device=None):
     """Score this rank's shard, gather all shards: (records in question order, generated tokens, seconds)."""
-    from lessons_lib.scoring import gsm8k_accuracy
+    from lessons_lib.scoring import score_model
     mine, start = shard(qa_pairs, rank, world)
     t0 = time.perf_counter()
-    _, records = gsm8k_accuracy(model, mine, max_new_tokens=args.max_new_tokens, device=device,
-                                greedy=True, batch_size=args.batch_size, strategy=args.strategy,
-                                progress=not args.no_progress and rank == 0)
+    _, records = score_model(model, mine, max_new_tokens=args.max_new_tokens, device=device,
+                             greedy=True, batch_size=args.batch_size, strategy=args.strategy,
+                             progress=not args.no_progress and rank == 0)
     for r in records:
         r["index"] += start  # position in the full question list, not in this shard
     gathered = gather((records, time.perf_counter() - t0), world)
@@ -243,26 +269,42 @@ def save_row(table, row) -> None:
                       f"as one JSON line: add it to the table by hand, on a line of its own") from e
 
 
+def default_label(args) -> str:
+    """The row's name when --label is not given: the checkpoint's file stem, or the model folder's name."""
+    return Path(args.ckpt).stem if args.ckpt else Path(str(args.hf).rstrip("/")).name
+
+
+def load_model(args, device):
+    """(model, what the row records about it): the one place where a course checkpoint and a Hugging
+    Face model (--hf) differ in this script; the scorer takes either."""
+    if args.hf:
+        from lessons_lib.hf_model import load_hf_model
+        model = load_hf_model(args.hf, args.revision, args.dtype, device, args.prompt_format, args.fewshot_k)
+        return model, {"ckpt": model.weights, **model.info}  # ckpt: the weights file, hashed
+    from lessons_lib.checkpoint import load_checkpoint
+    model = load_checkpoint(args.ckpt, device=device)
+    return model, {"ckpt": args.ckpt, "ckpt_sha256": model.sha256}  # the bytes that were loaded
+
+
 def run_scoring(args) -> dict | None:
     """Load, score and (on rank 0) print and append the row. Returns the row on rank 0, else None."""
-    from lessons_lib.checkpoint import load_checkpoint
     from lessons_lib.data import load_qa_pairs
     from lessons_lib.generation import DEFAULT_STRATEGY
     import torch
     torch.set_num_threads(args.threads)  # per process (under torchrun: per rank)
     rank, world, device = dist_setup(args.device)
-    label = args.label or Path(args.ckpt).stem
+    label = args.label or default_label(args)
     records_file = check_outputs(args, label)  # before anything is loaded: no result lost at the end
     qa_pairs = load_qa_pairs(args.dataset, args.split, limit=args.limit)  # golds checked here
-    model = load_checkpoint(args.ckpt, device=device)
+    model, identity = load_model(args, device)
     records, tokens, seconds = score_checkpoint(model, qa_pairs, args, rank, world, device)
     if rank != 0:
         return None
-    row = make_row(label, records, ckpt=args.ckpt, dataset=args.dataset, split=args.split,
+    row = make_row(label, records, **identity, dataset=args.dataset, split=args.split,
                    max_new_tokens=args.max_new_tokens, strategy=args.strategy or DEFAULT_STRATEGY,
                    seconds=seconds, generated_tokens=tokens, records_path=save_records(records_file, records),
                    parent=args.parent or model.meta.get("parent"), control=args.control,
-                   stage=model.meta.get("stage"), world_size=world, ckpt_sha256=model.sha256,
+                   stage=model.meta.get("stage"), world_size=world,
                    skipped=sum("skipped" in r for r in records))  # prompts with no room in the context
     if args.append:
         save_row(args.append, row)
@@ -288,7 +330,8 @@ def failures(table_only=False) -> tuple:
     if table_only:
         return found  # rendering a table never imports torch
     from lessons_lib.checkpoint import CheckpointError
-    return found + (CheckpointError,)
+    from lessons_lib.hf_model import HFUnavailableError  # importable without transformers
+    return found + (CheckpointError, HFUnavailableError)  # --hf without transformers: what to install
 
 
 def main(argv=None):

@@ -1,0 +1,417 @@
+"""Score a real model: any Hugging Face causal LM through the course's scorer, table and paired tests.
+
+A real model differs from the course's GPT in three places only: how a question becomes token ids
+(its tokenizer and a prompt format), which tokens end an answer, and the engine that decodes. This
+module handles those three and turns the answers into the course's `Generation`s; checking them
+(`scoring.score_responses`), the records, rows, stage table and paired tests are the course's own:
+
+    hf = load_hf_model("Qwen/Qwen2.5-0.5B-Instruct")      # a hub id, or a folder from save_pretrained
+    accuracy, records = score_model(hf, load_qa_pairs("gsm8k", "test", limit=200))  # lessons_lib.scoring
+
+Prompt formats (`prompt_format`, recorded in every row):
+
+* "chat" (the default when the tokenizer has a chat template): the question as one user message
+  through the model's own chat template, generation prompt added — what `encode_prompt` does for
+  the course's models.
+* "fewshot" (the default without a template): K solved problems of GSM8K *train*, then the question,
+  in the format of lm-evaluation-harness' `gsm8k` task (lm_eval/tasks/gsm8k/gsm8k.yaml, version 3.0):
+  "Question: {q}\\nAnswer: {full worked solution, ending in #### N}" joined by blank lines, the last one
+  "Question: {q}\\nAnswer:". As there, generation stops at "Question:" (the model starting a problem of
+  its own), "</s>" or "<|im_end|>", and the text is cut before the stop string. One difference: the
+  harness draws 5 random train problems for each question (seed 1234); we take the first K of train
+  for every question, so a prompt never depends on question order or on the torchrun shard.
+* "plain": the question alone (a base model without a template).
+
+Every format stops at the model's EOS ids (its generation_config and tokenizer) and at the usual
+end-of-turn tokens found in its vocabulary (`END_OF_TURN`): an answer ends where the model ends it.
+
+Greedy means argmax, as in the course's engine: the model's own generation_config (instruct models
+often ship do_sample=True, temperature, top_p, a repetition penalty) is set aside while decoding.
+
+Batching: prompts are grouped as the course's engine does (`plan_batches`: "pad" sorts by length and
+left-pads, "bucket" groups equal lengths, "sequential" is one at a time), and each batch goes through
+transformers' own `generate` with an attention mask; `generate` derives each row's position ids from
+that mask (cumsum - 1), so a left-padded prompt sees the positions it would see alone. Unlike the
+course's engine, `generate` keeps finished rows in the batch (they decode pads) until the last stops.
+"""
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import default_device
+from .data import gsm8k_dir, load_qa_pairs, read_jsonl, shipped_file
+from .generation import DEFAULT_STRATEGY, STRATEGIES, Generation, plan_batches
+
+INSTALL_HINT = ('scoring a Hugging Face model needs the `transformers` package: '
+                'pip install -e ".[hf]"  (or: pip install transformers)')
+PROMPT_FORMATS = ("chat", "fewshot", "plain")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+FEWSHOT_K = 5  # lm-evaluation-harness' gsm8k: num_fewshot 5
+FEWSHOT_STOP = ("Question:", "</s>", "<|im_end|>")  # its `until` strings (gsm8k.yaml, version 3.0)
+FEWSHOT_FILE = "fewshot_train.jsonl"  # the first 8 problems of GSM8K train, shipped (offline notebooks)
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>")  # ChatML, Llama 3, Gemma, Phi-3
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+class HFUnavailableError(ImportError):
+    """`transformers` is not installed; the message says how to install it."""
+
+
+def require_transformers():
+    """The `transformers` module, or one clear HFUnavailableError (the course runs without it)."""
+    try:
+        import transformers
+    except ImportError as e:  # also raised when the module is hidden: sys.modules["transformers"] = None
+        raise HFUnavailableError(INSTALL_HINT) from e
+    return transformers
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts
+
+def fewshot_examples(k=FEWSHOT_K, data_dir=None) -> list[tuple[str, str]]:
+    """The first `k` (question, full solution) pairs of GSM8K train: from `data_dir`/$GSM8K_DIR when
+    set (as `load_qa_pairs` reads them), else the shipped copy of the first 8, else the hub."""
+    if k < 0:
+        raise ValueError(f"fewshot k must be >= 0, got {k}")
+    if k == 0:
+        return []  # zero-shot: the same prompt format with no examples
+    if gsm8k_dir(data_dir) is None and k <= 8:
+        rows = read_jsonl(shipped_file(FEWSHOT_FILE), limit=k, keys=("question", "answer"))
+        return [(r["question"], r["answer"]) for r in rows]
+    return load_qa_pairs("gsm8k", "train", limit=k, data_dir=data_dir)
+
+
+def fewshot_prompt(question: str, examples) -> str:
+    """lm-evaluation-harness' gsm8k prompt: each shot is doc_to_text + " " + target + "\\n\\n"."""
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in examples)
+    return f"{shots}Question: {question}\nAnswer:"
+
+
+def cut_at_stop(text: str, stop_strings) -> str:
+    """`text` up to the first occurrence of any stop string (the stop string itself removed)."""
+    cuts = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
+    return text[:min(cuts)] if cuts else text
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Ids that end an answer: the generation_config's and tokenizer's EOS, plus known end-of-turn
+    tokens present in the vocabulary (some fine-tunes forget to list theirs as EOS)."""
+    ids = set()
+    for source in (model.generation_config.eos_token_id, model.config.eos_token_id, tokenizer.eos_token_id):
+        ids |= set(source if isinstance(source, (list, tuple)) else [source])
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in END_OF_TURN if t in vocab}
+    return sorted(i for i in ids if i is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# generation: transformers' `generate`, greedy, batched like the course's engine
+
+class _RowEnds:
+    """A stopping criterion for `generate` that remembers, per row, how many tokens it had generated
+    when it ended (an EOS id, or `stopped(new_ids)` true); None while the row is still going."""
+
+    def __init__(self, width, eos_ids, stopped=None):
+        self.width, self.eos, self.stopped, self.lengths = width, set(eos_ids), stopped, None
+
+    def __call__(self, input_ids, scores=None, **kwargs):
+        if self.lengths is None:
+            self.lengths = [None] * input_ids.shape[0]
+        n, last = input_ids.shape[1] - self.width, input_ids[:, -1].tolist()
+        for r, length in enumerate(self.lengths):
+            if length is None and (last[r] in self.eos or (self.stopped and self.stopped(input_ids[r, self.width:]))):
+                self.lengths[r] = n
+        return torch.tensor([length is not None for length in self.lengths], device=input_ids.device)
+
+
+def left_pad(prompts, pad_id):
+    """(B, P) ids with each prompt at the right end, and the attention mask (1 = real token)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[r, width - len(p):] = 1  # from the length, not the ids: a prompt may contain pad_id
+    return ids, mask
+
+
+@torch.inference_mode()
+def _generate_batch(model, prompts, max_new_tokens, pad_id, eos_ids, stopped, cache=None):
+    transformers = require_transformers()
+    ids, mask = left_pad(prompts, pad_id)
+    ends = _RowEnds(ids.shape[1], eos_ids, stopped)
+    greedy = transformers.GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                           eos_token_id=list(eos_ids), pad_token_id=pad_id,
+                                           cache_implementation=cache)
+    own, model.generation_config = model.generation_config, greedy  # no inherited sampling or penalties
+    try:
+        out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                             generation_config=greedy, stopping_criteria=[ends])
+    finally:
+        model.generation_config = own
+    new = out[:, ids.shape[1]:].tolist()
+    lengths = ends.lengths or [None] * len(prompts)
+    return [(row[:n], True) if n is not None else (row, False) for row, n in zip(new, lengths)]
+
+
+def generate_ids(model, prompts, max_new_tokens, pad_id, eos_ids, batch_size=64, strategy=None,
+                 stopped=None, progress=True, cache=None) -> list[tuple[list[int], bool]]:
+    """Greedy new token ids for each prompt (lists of ids), with whether the row ended by itself.
+
+    `stopped(new_ids)` may end a row early (a stop string); the ids then end with the token that
+    completed it. Batches are planned as in `batched_generate` (`strategy`, `batch_size`). `cache`:
+    transformers' cache_implementation (None: its default, a cache grown by concatenation; "static":
+    preallocated, like the course's KVCache).
+    """
+    strategy = strategy or DEFAULT_STRATEGY
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    results = [None] * len(prompts)
+    batches = plan_batches([len(p) for p in prompts], strategy, batch_size)
+    for batch in tqdm(batches, desc=f"generate (transformers, {strategy})", disable=not progress, leave=False):
+        outs = _generate_batch(model, [prompts[i] for i in batch], max_new_tokens, pad_id, eos_ids, stopped, cache)
+        for i, out in zip(batch, outs):
+            results[i] = out
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# the model the scorer consumes
+
+@dataclass
+class HFModel:
+    """A transformers causal LM and its tokenizer, scored like a course checkpoint: `gsm8k_accuracy`
+    (what `lessons_lib.scoring.score_model` calls), built on `encode_question` and `batched_generate`
+    (the course's signature)."""
+    model: Any
+    tokenizer: Any
+    prompt_format: str = "chat"
+    examples: list = field(default_factory=list)  # the few-shot (question, solution) pairs
+    name: str = ""
+    info: dict = field(default_factory=dict)  # what a stage-table row records about this model
+    meta: dict = field(default_factory=dict)  # like a course checkpoint's meta (stage, parent): empty
+    eos_ids: list = field(default_factory=list)  # token ids that end an answer (`stop_token_ids`)
+    stop_strings: tuple = ()  # text that ends an answer (few-shot: FEWSHOT_STOP)
+    pad_id: int = 0
+    weights: Path | None = None  # the weights file (or shard index) whose sha256 a row records
+
+    @property
+    def max_seq_len(self) -> int:
+        config = self.model.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
+
+    def prompt_text(self, question: str) -> str:
+        """The exact text the model is given for `question` in this model's prompt format."""
+        if self.prompt_format == "chat":
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                                      add_generation_prompt=True)
+        if self.prompt_format == "fewshot":
+            return fewshot_prompt(question, self.examples)
+        return question
+
+    def encode_question(self, question: str) -> list[int]:
+        """Token ids of `prompt_text`. A chat template writes its own BOS, so no special tokens are
+        added to it (as `apply_chat_template(tokenize=True)` does); other formats get the tokenizer's."""
+        text = self.prompt_text(question)
+        return self.tokenizer(text, add_special_tokens=self.prompt_format != "chat")["input_ids"]
+
+    def _stopped(self, new_ids) -> bool:
+        """Does the end of a row's text hold a stop string? Checked after every token, so only the
+        last few tokens can complete one (each token holds >= 1 byte of it)."""
+        window = 2 * max(len(s) for s in self.stop_strings) + 8
+        tail = self.tokenizer.decode(new_ids[-window:].tolist(), skip_special_tokens=False)
+        return any(s in tail for s in self.stop_strings)
+
+    def to_generation(self, ids, finished) -> Generation:
+        """Decoded text (without the EOS, cut before a stop string) and the generated ids."""
+        body = ids[:-1] if finished and ids and ids[-1] in self.eos_ids else ids
+        text = cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), self.stop_strings)
+        return Generation(text, list(ids), [False] * len(ids), bool(finished))
+
+    def batched_generate(self, prompts, max_new_tokens=256, device=None, greedy=True, batch_size=64,
+                         strategy=None, return_details=False, progress=True):
+        """`lessons_lib.generation.batched_generate` for this model: same arguments, same results."""
+        if not greedy:
+            raise ValueError("the Hugging Face path decodes greedily only (the scorer's setting)")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("empty prompt: encode questions with encode_question(...)")
+        if device is not None:
+            self.model.to(device)
+        pairs = generate_ids(self.model, [list(p) for p in prompts], max_new_tokens, self.pad_id, self.eos_ids,
+                             batch_size, strategy, self._stopped if self.stop_strings else None, progress)
+        generations = [self.to_generation(ids, finished) for ids, finished in pairs]
+        return generations if return_details else [g.text for g in generations]
+
+    def gsm8k_accuracy(self, qa_pairs, max_new_tokens=256, device=None, greedy=True, batch_size=64,
+                       strategy=None, progress=True) -> tuple[float, list[dict]]:
+        """`lessons_lib.scoring.gsm8k_accuracy` for this model: its own prompts and engine, the course's
+        checker and records. A prompt with no room for `max_new_tokens` in the context (a 1024-token
+        GPT-2 under a few-shot prompt) is not generated: it counts as wrong, marked `skipped`."""
+        from .scoring import accuracy_of, score_responses
+        qa_pairs = list(qa_pairs)
+        prompts = [self.encode_question(q) for q, _ in qa_pairs]
+        room = self.max_seq_len - max_new_tokens
+        fits = [len(p) <= room for p in prompts]
+        generated = iter(self.batched_generate([p for p, ok in zip(prompts, fits) if ok], max_new_tokens, device,
+                                               greedy, batch_size, strategy, True, progress) if any(fits) else [])
+        details = [next(generated) if ok else Generation("") for ok in fits]
+        records = score_responses(qa_pairs, [g.text for g in details], details=details)
+        for record in (r for r, ok in zip(records, fits) if not ok):
+            record["skipped"] = "prompt too long for the model's context"
+        if not all(fits):
+            warnings.warn(f"{fits.count(False)} of {len(fits)} prompts are longer than {room} tokens (context "
+                          f"{self.max_seq_len} - max_new_tokens {max_new_tokens}); not generated, counted wrong")
+        return accuracy_of(records), records
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+def resolve_dtype(dtype: str, device) -> torch.dtype:
+    """"auto": bfloat16 on CUDA (half the memory, tensor cores), float32 elsewhere."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "auto":
+        dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    return getattr(torch, dtype)
+
+
+def weights_file(name, revision=None) -> Path:
+    """The model's weights file (or shard index) in a local folder or the local hub cache: the
+    file whose sha256 the stage-table row records."""
+    folder = Path(name).expanduser()
+    for candidate in WEIGHT_FILES:
+        if folder.is_dir():
+            path = folder / candidate
+        else:
+            from transformers.utils import cached_file  # resolves a hub id in the local cache
+            found = cached_file(name, candidate, revision=revision, _raise_exceptions_for_missing_entries=False)
+            path = Path(found) if found else None
+        if path is not None and path.is_file():
+            return path
+    raise FileNotFoundError(f"found none of {', '.join(WEIGHT_FILES)} for {name}: is it a transformers model?")
+
+
+def load_hf_model(name, revision=None, dtype=None, device=None, prompt_format=None, fewshot_k=None) -> HFModel:
+    """Load a causal LM and its tokenizer (hub id or local folder) for scoring.
+
+    prompt_format: "chat" | "fewshot" | "plain"; None: chat when the tokenizer has a chat template,
+    else fewshot (`fewshot_k` problems, default FEWSHOT_K). dtype: see `resolve_dtype` (None: "auto").
+    device: None picks cuda, then mps, then cpu.
+    """
+    transformers = require_transformers()
+    fewshot_k = FEWSHOT_K if fewshot_k is None else fewshot_k
+    if prompt_format not in (None,) + PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+    device = str(device or default_device())
+    torch_dtype = resolve_dtype(dtype or "auto", device)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name, revision=revision)
+    model = transformers.AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=torch_dtype)
+    model = model.to(device).eval()
+    fmt = prompt_format or ("chat" if tokenizer.chat_template else "fewshot")
+    if fmt == "chat" and not tokenizer.chat_template:
+        raise ValueError(f"{name} has no chat template: use prompt_format 'fewshot' (or 'plain') for a base model")
+    eos_ids = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]  # any id: it is masked
+    info = {"hf_model": str(name), "hf_revision": revision,
+            "hf_commit": getattr(model.config, "_commit_hash", None),  # set when loaded from the hub
+            "dtype": str(torch_dtype).removeprefix("torch."), "prompt_format": fmt,
+            "fewshot_k": fewshot_k if fmt == "fewshot" else None,
+            "transformers_version": transformers.__version__}
+    fewshot = fmt == "fewshot"
+    return HFModel(model, tokenizer, fmt, examples=fewshot_examples(fewshot_k) if fewshot else [],
+                   name=Path(str(name).rstrip("/")).name, info=info, eos_ids=eos_ids,
+                   stop_strings=FEWSHOT_STOP if fewshot else (), pad_id=pad_id, weights=weights_file(name, revision))
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny real-architecture model, built offline (tests, notebook 08)
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")  # Qwen2's template, no system prompt
+_QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")  # Qwen2's pre-tokenizer: one digit per token
+
+
+def tiny_tokenizer(vocab_size=512):
+    """A Qwen2-style byte-level BPE tokenizer trained here on GSM8K text, with a ChatML template.
+    Built like transformers' Qwen2Tokenizer (NFC, Qwen2's split, byte-level), so it loads back as one."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    transformers = require_transformers()
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    texts = [f"Question: {q}\nAnswer: {a}" for q, a in load_qa_pairs("gsm8k", "test", limit=400) + fewshot_examples(8)]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                                pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def save_tiny_model(folder, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, vocab_size=512, init_std=0.3):
+    """Write a tiny random Qwen2 model + tokenizer to `folder` with `save_pretrained`: a real
+    architecture (RoPE, RMSNorm, grouped-query attention, SwiGLU) that loads through `--hf` offline.
+
+    Its generation_config carries sampling defaults and a repetition penalty, like many instruct
+    models, so the tests can show the scorer ignores them. `init_std` is large on purpose: at
+    GPT-2's 0.02 a random model repeats one token; at 0.3 its (meaningless) text varies.
+    """
+    transformers = require_transformers()
+    tokenizer = tiny_tokenizer(vocab_size)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = transformers.Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
+        tie_word_embeddings=True, initializer_range=init_std, bos_token_id=None,
+        eos_token_id=end_of_turn, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(config)
+    model.generation_config = transformers.GenerationConfig(
+        eos_token_id=[end_of_turn, tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,
+        do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1)  # like an instruct model's
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def gpt2_from_course(gpt):
+    """transformers' GPT2LMHeadModel holding the very weights of a course GPT (lessons_lib.model).
+
+    The two are the same architecture: pre-LN blocks, learned positions, fused QKV with biases, a
+    4x MLP, final LayerNorm, head tied to the token embedding. Two details to match: the course uses
+    exact GELU (GPT-2's default is the tanh approximation, "gelu_new"), and GPT-2's Conv1D stores
+    each weight as (in, out), the transpose of nn.Linear's (out, in)."""
+    transformers = require_transformers()
+    from .tokenizer import EOT, PAD
+    c = gpt.config
+    config = transformers.GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.max_seq_len, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+        bos_token_id=EOT, eos_token_id=EOT, pad_token_id=PAD, tie_word_embeddings=True)
+    hf = transformers.GPT2LMHeadModel(config).to(gpt.wte.weight.dtype)  # before loading: float64 stays float64
+    sd = {"transformer.wte.weight": gpt.wte.weight, "transformer.wpe.weight": gpt.wpe.weight,
+          "transformer.ln_f.weight": gpt.ln_f.weight, "transformer.ln_f.bias": gpt.ln_f.bias}
+    for i, block in enumerate(gpt.blocks):
+        pairs = {"ln_1": block.ln1, "ln_2": block.ln2, "attn.c_attn": block.attn.qkv, "attn.c_proj": block.attn.proj,
+                 "mlp.c_fc": block.mlp.fc, "mlp.c_proj": block.mlp.proj}
+        for name, module in pairs.items():
+            is_linear = isinstance(module, torch.nn.Linear)
+            sd[f"transformer.h.{i}.{name}.weight"] = module.weight.t() if is_linear else module.weight  # Conv1D: (in, out)
+            sd[f"transformer.h.{i}.{name}.bias"] = module.bias
+    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
+    assert not unexpected and all(k == "lm_head.weight" or k.endswith(".attn.bias") for k in missing), missing
+    hf.tie_weights()
+    return hf.eval()
