@@ -151,6 +151,17 @@ def _in_parallel(fn, lanes, *args) -> dict:
         return {k: v for r in results for k, v in r.result().items()}
 
 
+class _PhaseClock:
+    """Wall-clock seconds of each phase of the run (what the 30-minute budget is spent on)."""
+
+    def __init__(self):
+        self.laps, self._t = {}, time.time()
+
+    def lap(self, name: str):
+        now = time.time()
+        self.laps[name], self._t = round(now - self._t, 1), now
+
+
 def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher: str = "flawed",
         use_wandb: bool = False) -> dict:
     """Train all stages into `out`, score them on test, write out/manifest.json; return it.
@@ -164,11 +175,15 @@ def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     config = MICRO if micro else FULL
     run_args = dict(seed=seed, teacher=teacher, use_wandb=use_wandb)
-    cfgs, t_start = stage_configs(config, out, **run_args), time.time()
+    cfgs, t_start, clock = stage_configs(config, out, **run_args), time.time(), _PhaseClock()
     stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress, FIRST_LANE_THREADS)
+    clock.lap("base_and_sft")
     cfgs = stage_configs(config, out, sft_best_step=stages["sft"]["best_step"], **run_args)
     stages.update(_in_parallel(_train_lane, PARALLEL_LANES, cfgs, out, progress))
+    clock.lap("rl_lanes")
     scores = _in_parallel(_score_lane, [STAGES[0::2], STAGES[1::2]], out, config["test_n"])
+    clock.lap("scoring")
+    stages["phases"] = clock.laps
     for name in STAGES:
         stages[name].update(scores[name])
     for name in STAGES:
@@ -191,14 +206,16 @@ def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
                                 sum(d == g for (_, d), (_, g) in zip(demos, gold)) / len(demos), 4)},
                 "test_set": {"dataset": "synthetic", "split": "test", "n": config["test_n"],
                              "decoding": "greedy", "calculator": True, "max_new_tokens": 256},
-                "torch": torch.__version__, "stages": {}, "comparisons": comparisons,
-                "reward_model": stages["reward_model"]}
+                "phase_seconds": stages["phases"], "torch": torch.__version__, "threads": {
+                    "base_and_sft": FIRST_LANE_THREADS, "each_rl_lane": 1},
+                "stages": {}, "comparisons": comparisons, "reward_model": stages["reward_model"]}
     for name in STAGES:
         path = out / f"{name}.pt"
         model = load_checkpoint(path, device="cpu")
         manifest["stages"][name] = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
                                     "parameters": model.num_params(), "parent": model.meta.get("parent"),
-                                    "config": cfgs[name], **stages[name]}
+                                    "config": {k: v for k, v in cfgs[name].items() if k != "use_wandb"},
+                                    **stages[name]}
     with open(out / "manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)
     print(f"[pipeline] wrote {out / 'manifest.json'} (total {seconds / 60:.1f} min)", flush=True)

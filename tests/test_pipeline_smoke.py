@@ -47,6 +47,13 @@ def test_manifest_is_complete_and_consistent(micro_run):
         assert 0.0 <= entry["ci95"][0] <= entry["accuracy"] <= entry["ci95"][1] <= 1.0
         assert entry["n"] == manifest["test_set"]["n"] and entry["parameters"] > 0
     assert "final_kl" in manifest["stages"]["grpo"] and "final_kl" in manifest["stages"]["ppo"]
+    assert manifest["seed"] == 0 and manifest["teacher"]["name"] == "flawed"
+    assert 0.0 < manifest["teacher"]["pool_accuracy"] < 1.0  # the flawed teacher's demonstrations: some wrong
+    assert set(manifest["phase_seconds"]) == {"base_and_sft", "rl_lanes", "scoring"}
+    for stage in STAGES:  # trap kinds vs clean kinds, and copies of the teacher's wrong answers
+        entry = manifest["stages"][stage]
+        assert 0.0 <= entry["trap_acc"] <= 1.0 and 0.0 <= entry["clean_acc"] <= 1.0 and entry["copies_teacher"] >= 0
+        assert "use_wandb" not in entry["config"]
     assert 0.0 <= manifest["comparisons"]["grpo_vs_sft"]["p"] <= 1.0
     # the control trains on as many sequences as GRPO did
     cont, grpo = manifest["stages"]["sft_continued"]["config"], manifest["stages"]["grpo"]["config"]

@@ -1,8 +1,11 @@
 """The shared training pieces: SFT masks, batching, RL masks and log-probs; the stage CLIs' checks."""
+import sys
+
 import pytest
 import torch
 
 from lessons_lib import train_base, train_grpo, train_sft
+from lessons_lib.checkpoint import load_checkpoint
 from lessons_lib.generation import Generation
 from lessons_lib.tokenizer import EOT, PAD, decode, encode, encode_prompt
 from lessons_lib.train_sft import lr_at
@@ -100,3 +103,52 @@ def test_stage_cli_accepts_the_defaults(monkeypatch, tmp_path, capsys):
     seen = {}
     stage_cli("sft", train_sft.DEFAULTS, lambda cfg, out: seen.update(cfg=cfg, out=out) or {"ok": 1}, "doc")
     assert seen["cfg"] == {**train_sft.DEFAULTS, "use_wandb": False} and seen["out"].name == "checkpoints"
+
+
+# ---------------------------------------------------------------- --use_wandb (the seed's metrics flag)
+
+def _tiny_base_cfg(**extra):
+    from lessons_lib import pipeline, train_base
+    return {**train_base.DEFAULTS, **pipeline.MICRO["base"], "steps": 3, "log_every": 1, **extra}
+
+
+def test_use_wandb_mirrors_every_logged_line_to_wandb(tmp_path, monkeypatch):
+    import types
+    from lessons_lib import train_base
+    from lessons_lib.metrics import read_metrics
+    calls = {"log": [], "finished": 0}
+
+    class Run:
+        def log(self, values, step):
+            calls["log"].append({"step": step, **values})
+
+        def finish(self):
+            calls["finished"] += 1
+
+    def init(project, name, config, mode):
+        calls.update(project=project, name=name, config=config, mode=mode)
+        return Run()
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))  # a stand-in module
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    train_base.train(_tiny_base_cfg(use_wandb=True), tmp_path, progress=False)
+    assert calls["log"] == read_metrics(tmp_path / "logs" / "base_pretrained.jsonl")  # the same numbers
+    assert calls["mode"] == "offline" and calls["name"] == "base_pretrained" and calls["finished"] == 1
+    assert "use_wandb" not in calls["config"] and calls["config"]["steps"] == 3
+    assert "use_wandb" not in load_checkpoint(tmp_path / "base_pretrained.pt").meta["training"]
+
+
+def test_use_wandb_without_wandb_says_so_and_trains_on(tmp_path, monkeypatch, capsys):
+    from lessons_lib import train_base
+    from lessons_lib.metrics import read_metrics
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    train_base.train(_tiny_base_cfg(use_wandb=True), tmp_path, progress=False)
+    assert "wandb is not installed" in capsys.readouterr().err
+    assert len(read_metrics(tmp_path / "logs" / "base_pretrained.jsonl")) == 3
+    assert (tmp_path / "base_pretrained.pt").exists()
+
+
+def test_pipeline_passes_use_wandb_to_every_stage(tmp_path):
+    from lessons_lib import pipeline
+    cfgs = pipeline.stage_configs(pipeline.MICRO, tmp_path, use_wandb=True, seed=2)
+    assert all(c["use_wandb"] is True and c["seed"] == 2 for c in cfgs.values())
