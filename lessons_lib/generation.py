@@ -125,7 +125,7 @@ def _left_pad(prompts, device):
     return idx.to(device), mask.to(device), positions.to(device)
 
 
-def _prefill_rows(model, prompts, cache, device):
+def _prefill_rows(model, prompts, cache, device, share=True):
     """Run each prompt alone and copy its keys/values into its left-padded slot of the batch cache.
 
     A prompt is already a matrix-matrix product on its own, so batching the prefill gains little,
@@ -135,7 +135,7 @@ def _prefill_rows(model, prompts, cache, device):
     width = max(len(p) for p in prompts)
     last_logits, done = [], {}
     for r, p in enumerate(prompts):
-        if tuple(p) not in done:
+        if tuple(p) not in done or not share:
             own = model.new_kv_cache(1, len(p), device, cache.k[0].dtype)
             done[tuple(p)] = own, model(torch.tensor([p], device=device), kv_cache=own)[:, -1]
         own, logits = done[tuple(p)]
@@ -148,7 +148,7 @@ def _prefill_rows(model, prompts, cache, device):
 
 
 @torch.inference_mode()
-def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling) -> list[Generation]:
+def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling, share_prefill=True) -> list[Generation]:
     idx, key_mask, positions = _left_pad(prompts, device)
     padded = len({len(p) for p in prompts}) > 1  # equal lengths: no mask needed (the seed's buckets)
     on_cuda = torch.device(device).type == "cuda"
@@ -159,7 +159,7 @@ def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling
     next_pos = positions[:, -1] + 1
     with autocast:
         if padded:
-            logits = _prefill_rows(model, prompts, cache, device)
+            logits = _prefill_rows(model, prompts, cache, device, share_prefill)
         else:  # one rectangle, no padding: prefill together
             logits = model(idx, kv_cache=cache)[:, -1]
         for step in range(max_new_tokens):
@@ -195,7 +195,7 @@ def _check_prompts(model, prompts, max_new_tokens):
 
 def batched_generate(model, prompts, max_new_tokens=256, device=None, greedy=True, temperature=1.0,
                      top_k=None, generator=None, strategy=None, batch_size=64, calculator=None,
-                     return_details=False, progress=True):
+                     return_details=False, progress=True, share_prefill=True):
     """Generate a response for each prompt (lists of token ids from `encode_prompt`).
 
     Returns decoded responses in input order, stopped at EOT (EOT not included), or with
@@ -209,6 +209,8 @@ def batched_generate(model, prompts, max_new_tokens=256, device=None, greedy=Tru
     device: None -> the model's own device (`load_checkpoint` already picked cuda/mps/cpu);
       otherwise the model is moved there. bf16 autocast on CUDA only.
     Sampling draws depend on which prompts share a batch; greedy outputs do not.
+    share_prefill: run a prompt that appears several times in a batch once (GRPO's groups); the
+      results are identical either way (False only to measure what sharing saves: `make bench`).
     """
     strategy = strategy or DEFAULT_STRATEGY
     if strategy not in STRATEGIES:
@@ -226,7 +228,8 @@ def batched_generate(model, prompts, max_new_tokens=256, device=None, greedy=Tru
     results: list[Generation | None] = [None] * len(prompts)
     batches = plan_batches([len(p) for p in prompts], strategy, batch_size)
     for batch in tqdm(batches, desc=f"generate ({strategy})", disable=not progress, leave=False):
-        outs = _generate_batch(model, [prompts[i] for i in batch], max_new_tokens, device, calculator, sampling)
+        outs = _generate_batch(model, [prompts[i] for i in batch], max_new_tokens, device, calculator, sampling,
+                               share_prefill)
         for i, g in zip(batch, outs):
             results[i] = g
     model.train(was_training)

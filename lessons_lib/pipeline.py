@@ -31,17 +31,18 @@ from lessons_lib.synthetic import TEACHERS, TRAPS, synthetic_problems, teacher_q
 from lessons_lib.training import parse_bool, qa
 
 STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
-MODEL = dict(n_layer=4, n_head=4, n_embd=64, max_seq_len=1280)  # ~0.3M params; 1280 positions hold the longest real GSM8K question + 256 new tokens
+MODEL = dict(n_layer=4, n_head=4, n_embd=128, max_seq_len=1280)  # ~1.0M params; 1280 positions hold the longest real GSM8K question + 256 new tokens
 
 FULL = {
-    "base": dict(MODEL, steps=200, batch_size=16, docs=4000, doc_offset=2000, lr=6e-3),
-    "sft": dict(pool=1000, steps=1300, batch_size=16, lr=6e-3, eval_every=50, acc_every=200, patience=4,
-                dev_loss_n=200, dev_acc_n=100, max_new_tokens=160),
-    "reward_model": dict(prompts=384, samples=4, temperature=0.7, steps=40, batch_size=16, max_new_tokens=160),
+    "base": dict(MODEL, steps=600, batch_size=16, docs=8000, doc_offset=2000, lr=6e-3),
+    "sft": dict(pool=1000, steps=1600, decay_steps=1000, batch_size=16, lr=3e-3, eval_every=50, acc_every=200,
+                patience=4, dev_loss_n=200, dev_acc_n=100, max_new_tokens=160),
+    "reward_model": dict(prompts=640, samples=4, temperature=0.7, steps=40, batch_size=16, heldout_frac=0.5,
+                         max_new_tokens=160),
     "dpo": dict(steps=40, batch_size=16, lr=1e-5, beta=0.1, nll_coef=0.5, max_new_tokens=160),
-    "ppo": dict(steps=50, prompts_per_step=32, samples_per_prompt=2, lr=1e-4, kl_coef=0.04, eval_every=10,
+    "ppo": dict(steps=40, prompts_per_step=32, samples_per_prompt=2, lr=1e-4, kl_coef=0.04, eval_every=10,
                 temperature=0.7, max_new_tokens=160),
-    "grpo": dict(steps=120, prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.04, eval_every=20,
+    "grpo": dict(steps=80, prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.04, eval_every=20,
                  temperature=0.7, max_new_tokens=160),
     "test_n": 500,
 }
@@ -119,7 +120,7 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict:
     return {"fixed": fixed, "broke": broke, "p": mcnemar_exact(fixed, broke)}
 
 
-PARALLEL_LANES = [["grpo"], ["reward_model", "dpo", "ppo", "sft_continued"]]  # all start from sft.pt
+PARALLEL_LANES = [["grpo", "sft_continued"], ["reward_model", "dpo", "ppo"]]  # all start from sft.pt; ~equal wall time
 FIRST_LANE_THREADS = 2  # base and SFT run alone: both cores (a rerun with the same count is bit-identical)
 
 

@@ -25,16 +25,20 @@ from lessons_lib.training import (Timer, collate, cycle_batches, dataset_loss, e
                                   stage_logger)
 
 DEFAULTS = dict(seed=0, init="checkpoints/base_pretrained.pt", stage="sft", parent="base_pretrained",
-                teacher="flawed", teacher_rate=TEACHER_MISTAKE_RATE, pool=1000, steps=1400, batch_size=16, lr=6e-3, min_lr_frac=0.1, warmup=20, eval_every=50, acc_every=200, patience=4,
+                teacher="flawed", teacher_rate=TEACHER_MISTAKE_RATE, pool=1000, steps=1600, decay_steps=1000,
+                batch_size=16, lr=3e-3, min_lr_frac=0.1, warmup=20, eval_every=50, acc_every=200, patience=4,
                 early_stop=True, dev_loss_n=200, dev_acc_n=100, max_new_tokens=256)
 
 
 def lr_at(step: int, cfg: dict) -> float:
-    """Linear warmup, then cosine decay from lr to min_lr_frac * lr over `steps` (set
-    min_lr_frac=1 for a constant rate, as the control `sft_continued` does)."""
+    """Linear warmup, then cosine decay from lr to min_lr_frac * lr by step `decay_steps` (at most
+    `steps`), then flat at the floor. Ending the decay before the step budget lets SFT sit at a low
+    rate where dev loss can settle, so early stopping stops on overfitting, not on the noise of a
+    high rate. (Set min_lr_frac=1 for a constant rate, as the control `sft_continued` does.)"""
     if step < cfg["warmup"]:
         return cfg["lr"] * step / cfg["warmup"]
-    progress = min(1.0, (step - cfg["warmup"]) / max(1, cfg["steps"] - cfg["warmup"]))
+    decay = min(cfg.get("decay_steps", cfg["steps"]), cfg["steps"])
+    progress = min(1.0, (step - cfg["warmup"]) / max(1, decay - cfg["warmup"]))
     return cfg["lr"] * (cfg["min_lr_frac"] + (1 - cfg["min_lr_frac"]) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 

@@ -101,6 +101,23 @@ def bench_cache(model, prompts, args):
     print(f"speed-up {w0 / w1:.1f}x wall, {c0 / c1:.1f}x CPU; outputs identical: {results[False] == results[True]}")
 
 
+def bench_group_prefill(model, prompts, args, group=8):
+    """A GRPO step's rollout: `group` sampled answers to each prompt. Sharing the prompt's prefill
+    across its group vs prefilling every row; the same seeded samples either way."""
+    rows = [p for p in prompts for _ in range(group)]
+    print(f"\nGRPO rollout: {len(prompts)} synthetic prompts x {group} samples, {args.max_new_tokens} new tokens, "
+          f"T=0.7, one batch")
+    outs, seconds = {}, {}
+    for share in (False, True):
+        t0 = time.perf_counter()
+        outs[share] = batched_generate(model, rows, args.max_new_tokens, greedy=False, temperature=0.7,
+                                       generator=torch.Generator().manual_seed(0), batch_size=len(rows),
+                                       progress=False, share_prefill=share)
+        seconds[share] = time.perf_counter() - t0
+        print(f"{'shared prefill' if share else 'prefill per row':<18}{seconds[share]:>8.2f} wall s", flush=True)
+    print(f"speed-up {seconds[False] / seconds[True]:.2f}x; samples identical: {outs[False] == outs[True]}")
+
+
 def bench_transformers(model, prompts, args):
     """The course's `batched_generate` ("pad") vs transformers' `generate` on a GPT2LMHeadModel holding
     the same weights: same prompts, batches, greedy decoding and new-token budget, EOT ends a row."""
@@ -148,7 +165,7 @@ def parse_args(argv=None):
     ap.add_argument("--ckpt", default=None, help="a checkpoint to time instead of a seeded random model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["gsm8k", "synthetic", "cache", "transformers"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["gsm8k", "synthetic", "cache", "group", "transformers"])
     args = ap.parse_args(argv)
     if args.ckpt and not Path(args.ckpt).is_file():
         ap.error(f"--ckpt {args.ckpt}: no such file")
@@ -179,6 +196,8 @@ def bench(args):
         bench_set("synthetic GSM8K-style questions", model, encode(synthetic_questions(args.n)), args)
     if "cache" not in args.skip:
         bench_cache(model, real[: args.cache_n], args)
+    if "group" not in args.skip:
+        bench_group_prefill(model, encode(synthetic_questions(8)), args)
     if "transformers" not in args.skip:
         bench_transformers(model, real, args)
 

@@ -60,6 +60,9 @@ def test_sft_lr_schedule_warmup_then_cosine_floor():
     assert lr_at(5, cfg) == 0.5 and lr_at(10, cfg) == 1.0
     assert abs(lr_at(110, cfg) - 0.1) < 1e-9 and abs(lr_at(60, cfg) - 0.55) < 1e-9
     assert lr_at(50, dict(cfg, min_lr_frac=1.0)) == 1.0  # the control's constant rate
+    early = dict(cfg, decay_steps=60)  # the decay ends at step 60, then the floor holds
+    assert abs(lr_at(35, early) - 0.55) < 1e-9 and abs(lr_at(60, early) - 0.1) < 1e-9 and lr_at(100, early) == lr_at(60, early)
+    assert lr_at(110, dict(cfg, decay_steps=500)) == lr_at(110, cfg)  # never past the step budget
 
 
 # ---------------------------------------------------------------- the trainers' CLIs refuse bad arguments
@@ -152,3 +155,18 @@ def test_pipeline_passes_use_wandb_to_every_stage(tmp_path):
     from lessons_lib import pipeline
     cfgs = pipeline.stage_configs(pipeline.MICRO, tmp_path, use_wandb=True, seed=2)
     assert all(c["use_wandb"] is True and c["seed"] == 2 for c in cfgs.values())
+
+
+def test_two_threads_rerun_is_bit_identical(tmp_path):
+    """The pipeline trains base and SFT on two threads: a rerun must still give the same weights."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        states = []
+        for run in ("a", "b"):
+            train_base.train(_tiny_base_cfg(n_embd=64, n_head=4, n_layer=2, steps=4), tmp_path / run, progress=False)
+            states.append(load_checkpoint(tmp_path / run / "base_pretrained.pt").state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
