@@ -14,7 +14,6 @@ interval, KL at the end of PPO/GRPO, and exact McNemar p-values against SFT and 
 SFT learns from a flawed teacher (`synthetic.TRAPS`); every other stage sees only gold final
 answers. Everything is seeded; nothing here looks at the test split before the final scoring.
 """
-import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +24,7 @@ import torch
 
 from lessons_lib import train_base, train_dpo, train_grpo, train_ppo, train_reward_model, train_sft
 from lessons_lib.checkpoint import load_checkpoint
+from lessons_lib.cli import ArgumentParser, UsageError, check_writable, cli_errors
 from lessons_lib.scoring import gsm8k_accuracy
 from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
 from lessons_lib.synthetic import TEACHERS, TRAPS, synthetic_problems, teacher_qa_pairs, trap_report
@@ -223,19 +223,26 @@ def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
     return manifest
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m lessons_lib.pipeline", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="checkpoints", help="folder for the six .pt files, logs/ and manifest.json")
     ap.add_argument("--micro", action="store_true", help="tiny config: the whole pipeline in ~2 minutes")
     ap.add_argument("--seed", type=int, default=0, help="seed of every stage (the shipped checkpoints: 0)")
     ap.add_argument("--teacher", choices=TEACHERS, default="flawed",
                     help="who writes the SFT demonstrations: the flawed teacher (default) or gold (the ablation)")
-    ap.add_argument("--use_wandb", type=parse_bool, default=False,
-                    metavar="true|false", help="also mirror every stage's metrics to Weights & Biases")
+    ap.add_argument("--use_wandb", type=parse_bool, default=False, metavar="true|false",
+                    help="also mirror every stage's metrics to Weights & Biases (offline unless WANDB_MODE says otherwise)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
-    args = ap.parse_args()
-    run(args.out, micro=args.micro, progress=args.progress, seed=args.seed, teacher=args.teacher,
-        use_wandb=args.use_wandb)
+    args = ap.parse_args(argv)
+    if args.seed < 0:
+        ap.error(f"--seed {args.seed}: use a seed >= 0")
+    try:
+        check_writable(Path(args.out) / "manifest.json", "--out")  # before half an hour of training
+    except UsageError as e:
+        ap.error(str(e))
+    with cli_errors():
+        run(args.out, micro=args.micro, progress=args.progress, seed=args.seed, teacher=args.teacher,
+            use_wandb=args.use_wandb)
 
 
 if __name__ == "__main__":

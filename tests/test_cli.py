@@ -143,3 +143,15 @@ def test_every_cli_has_help(capsys, monkeypatch):
     for main in mains:
         code, out, err = _exit(capsys, main, "--help")
         assert code == 0 and out.startswith("usage:") and err == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "--seed -1: use a seed >= 0"),
+    (["--teacher", "oracle"], "argument --teacher: invalid choice"),
+    (["--use_wandb", "maybe"], "argument --use_wandb: expected true or false"),
+    (["--out", "/proc/no/such"], "cannot be written"),
+])
+def test_pipeline_refuses_bad_arguments_before_training(capsys, argv, message):
+    from lessons_lib import pipeline
+    code, _, err = _exit(capsys, pipeline.main, *argv)
+    assert code == 2 and message in err and err.count("\n") == 1
