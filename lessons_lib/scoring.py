@@ -47,6 +47,18 @@ def score_responses(qa_pairs, responses, start_index=0, details=None) -> list[di
     return records
 
 
+def truncated_but_credited(records) -> list[dict]:
+    """Records marked correct although the model ran out of `max_new_tokens` (`finished is False`).
+
+    The checker has no rule for "unfinished": its last-number fallback reads whatever number a cut-off
+    answer ends on, and sometimes that is the gold (a right intermediate result, or the answer written
+    before the model rambled on). Counting them shows how much of a score rests on answers the model
+    never finished. Records without `finished` (responses scored without their `Generation`s) are
+    never counted: nothing says they were cut off.
+    """
+    return [r for r in records if r.get("finished") is False and r["correct"]]
+
+
 def accuracy_of(records) -> float:
     """Fraction of records marked correct (0.0 for an empty list, rather than dividing by zero)."""
     return sum(r["correct"] for r in records) / len(records) if records else 0.0

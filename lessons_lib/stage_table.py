@@ -85,14 +85,20 @@ def make_row(label, records, *, ckpt, dataset, split, max_new_tokens, strategy, 
              generated_tokens, records_path=None, parent=None, control=None, ckpt_sha256=None,
              **extra) -> dict:
     """Build one table row from the per-item records of a scoring run. Pass `ckpt_sha256`, the
-    hash of the bytes that were loaded (`model.sha256`): the file may have changed since."""
+    hash of the bytes that were loaded (`model.sha256`): the file may have changed since.
+
+    `truncated_correct` counts the correct records that ran out of `max_new_tokens`
+    (`scoring.truncated_but_credited`); it is None when no record says whether it finished."""
+    from lessons_lib.scoring import truncated_but_credited  # here: reading a table never imports torch
     n, correct = len(records), sum(bool(r["correct"]) for r in records)
+    known = any("finished" in r for r in records)  # records of bare responses can't tell
     return {
         "label": label,
         "ckpt": display_path(ckpt),
         "ckpt_sha256": ckpt_sha256 or file_sha256(ckpt),  # which exact weights produced this number
         "dataset": dataset, "split": split,
         "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+        "truncated_correct": len(truncated_but_credited(records)) if known else None,  # credited, unfinished
         "max_new_tokens": max_new_tokens, "strategy": strategy or "auto",
         "seconds": round(seconds, 3),
         "tokens_per_s": round(generated_tokens / seconds, 1) if seconds > 0 else None,
@@ -347,6 +353,48 @@ def paired_counts(records_new, records_old) -> dict:
             "fixed_ids": fixed_ids, "broke_ids": broke_ids}
 
 
+def paired_difference_interval(both_right: int, fixed: int, broke: int, both_wrong: int,
+                               z: float = Z95) -> tuple[float, float]:
+    """95% interval for new − old accuracy, (fixed − broke)/n, of two stages on the same questions.
+
+    Newcombe's square-and-add interval for paired data (1998, method 10): the Wilson interval of each
+    stage's accuracy, combined through the correlation of their right/wrong answers (which the
+    paired design has, and an unpaired interval would ignore). Stays inside [-1, 1], and is not
+    zero-width when the stages never disagree, unlike delta ± z·se.
+    """
+    n = both_right + fixed + broke + both_wrong
+    if n <= 0:
+        return -1.0, 1.0
+    new_right, old_right = both_right + fixed, both_right + broke
+    p_new, p_old = new_right / n, old_right / n
+    (lo_new, hi_new), (lo_old, hi_old) = wilson_interval(new_right, n, z), wilson_interval(old_right, n, z)
+    margins = new_right * (n - new_right) * old_right * (n - old_right)
+    a = both_right * both_wrong - fixed * broke  # > 0: the stages tend to be right on the same questions
+    a = a - n / 2 if a > n / 2 else min(a, 0)  # Newcombe's continuity correction of the correlation
+    phi = a / math.sqrt(margins) if margins else 0.0
+    delta = p_new - p_old
+    down = (p_new - lo_new) ** 2 + (hi_old - p_old) ** 2 - 2 * phi * (p_new - lo_new) * (hi_old - p_old)
+    up = (hi_new - p_new) ** 2 + (p_old - lo_old) ** 2 - 2 * phi * (hi_new - p_new) * (p_old - lo_old)
+    return max(-1.0, delta - math.sqrt(max(down, 0.0))), min(1.0, delta + math.sqrt(max(up, 0.0)))
+
+
+def difference_by_sample_size(records_a, records_b, sizes=(50, 100, 200, 500)) -> list[dict]:
+    """The paired difference a − b on the first n questions (by index) they share, for each n in
+    `sizes` that is not larger than what they share: {n, delta, lo, hi, fixed, broke, p} per n, in
+    points (delta, lo, hi) and counts. Shows how a small difference, and even its sign, moves with n."""
+    common = sorted({r["index"] for r in records_a} & {r["index"] for r in records_b})
+    out = []
+    for n in sorted(set(sizes)):
+        if n > len(common) or n <= 0:
+            continue  # fewer questions than asked for: no row rather than a silently smaller n
+        keep = set(common[:n])
+        c = paired_counts([r for r in records_a if r["index"] in keep], [r for r in records_b if r["index"] in keep])
+        lo, hi = paired_difference_interval(c["both_right"], c["fixed"], c["broke"], c["both_wrong"])
+        out.append({"n": n, "delta": 100 * (c["fixed"] - c["broke"]) / n, "lo": 100 * lo, "hi": 100 * hi,
+                    "fixed": c["fixed"], "broke": c["broke"], "p": c["p"]})
+    return out
+
+
 def load_records(row) -> list[dict] | None:
     """The per-item records a row points to, or None when it has none / the file is gone."""
     if not row.get("records"):
@@ -457,10 +505,39 @@ TABLE_NOTE = ("95% CI: Wilson interval. Paired: two-sided exact McNemar test on 
               "delta = (fixed - broke)/n in points.")
 
 
+def _row_name(row, n_groups) -> str:
+    """A row's label in a note; with the dataset/split when the notes cover several tables."""
+    name = _printable(row["label"])
+    return name if n_groups <= 1 else f"{name} ({_printable(row.get('dataset'))}/{_printable(row.get('split'))})"
+
+
+def truncated_correct(row) -> int | None:
+    """A row's count of correct answers that ran out of max_new_tokens, or None when unknown: rows
+    written before `make_row` recorded it, records that did not say, or a hand-edited non-count."""
+    value = row.get("truncated_correct")
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= row["correct"]
+    return value if ok else None
+
+
+def truncated_note(rows, n_groups=1) -> list[str]:
+    """The note under the table on truncated-but-credited answers, as a list of 0 or 1 lines: the
+    rows that have some (`k of their c correct`), and which rows did not record the count. No row
+    with any: no note, so tables of old rows (or of models that always finish) render as before."""
+    credited = [f"{_row_name(r, n_groups)} {truncated_correct(r)} of {r['correct']} correct"
+                for r in rows if truncated_correct(r)]
+    if not credited:
+        return []
+    unknown = [_row_name(r, n_groups) for r in rows if truncated_correct(r) is None]
+    return ["Correct but truncated (ran out of max_new_tokens; the last-number fallback still read the gold): "
+            + ", ".join(credited) + (f"; not recorded for {', '.join(unknown)}" if unknown else "")]
+
+
 def render_table(rows, markdown=False) -> str:
     """Render rows (any number of datasets/splits) as plain text like the seed's table, or Markdown.
 
     Duplicate labels keep the latest row (see the module docstring); one table per dataset/split.
+    Notes under the tables say which rows had prompts skipped and which had correct answers that
+    were truncated (`truncated_note`; rows without the count are "not recorded", never 0).
     """
     rows, dropped = latest_rows(rows)
     groups = {}
@@ -475,9 +552,10 @@ def render_table(rows, markdown=False) -> str:
     notes = [TABLE_NOTE]
     if dropped:
         notes.append(f"{dropped} older row(s) with a repeated label were replaced by the latest one.")
-    skipped = [f"{_printable(r['label'])} {r['skipped']}/{r['n']}" for r in rows if r.get("skipped")]
+    skipped = [f"{_row_name(r, len(groups))} {r['skipped']}/{r['n']}" for r in rows if r.get("skipped")]
     if skipped:
         notes.append("Prompts too long for the model's context (not generated, counted wrong): " + ", ".join(skipped))
+    notes += truncated_note(rows, len(groups))
     sep = "\n\n"
     if markdown:
         notes = ["_" + n.replace("\n", " ") + "_" for n in notes]

@@ -136,3 +136,16 @@ def test_prompts_without_room_count_as_wrong_with_a_warning():
     assert "skipped" not in records[0] and [r["index"] for r in records] == [0, 1, 2]
     _, alone = scoring.gsm8k_accuracy(model, [QA[0], QA[1]], max_new_tokens=8, progress=False)
     assert [records[0]["response"], records[2]["response"]] == [r["response"] for r in alone]
+
+
+def test_truncated_but_credited_are_the_cut_off_answers_the_fallback_still_reads_right(monkeypatch):
+    texts = ["<answer>18</answer>", "#### 7", "It costs 1200.", "2 cats: 2*4=8 legs, and each leg has"]
+    monkeypatch.setattr(scoring, "batched_generate", _fake_generate(texts))  # the last one runs out of tokens
+    _, records = scoring.gsm8k_accuracy(FAKE_MODEL, QA)
+    assert records[3]["finished"] is False and records[3]["correct"]  # last number 8: credited, unfinished
+    assert scoring.truncated_but_credited(records) == [records[3]]
+    assert scoring.failure_category(records[3]) == "correct"  # the categories can't see it: it counts as right
+    wrong = {**records[3], "correct": False}  # truncated and wrong: a failure, not a credit
+    assert scoring.truncated_but_credited(records[:3] + [wrong]) == []
+    bare = scoring.score_responses(QA, texts)  # no Generation details: nothing says it was cut off
+    assert "finished" not in bare[3] and bare[3]["correct"] and scoring.truncated_but_credited(bare) == []

@@ -128,6 +128,38 @@ def test_paired_counts_fixed_and_broke():
     assert c["p"] == pytest.approx(1.0)
 
 
+def test_paired_difference_interval_matches_newcombe_and_behaves():
+    # Cavo et al. 2012 (Fagerland, Lydersen & Laake, "Statistical analysis of contingency tables", ch. 8):
+    # 59 both, 6 only the first, 16 only the second, 80 neither -> -0.0621 (95% CI -0.1186 to -0.0046)
+    lo, hi = st.paired_difference_interval(59, 6, 16, 80)
+    assert (lo, hi) == pytest.approx((-0.1186, -0.0046), abs=5e-5)
+    assert st.paired_difference_interval(59, 16, 6, 80) == pytest.approx((-hi, -lo))  # swap the stages: negate
+    lo, hi = st.paired_difference_interval(150, 0, 0, 50)  # never disagree: around 0, not zero-width
+    assert lo == pytest.approx(-hi) and 0 < hi < 0.03
+    lo, hi = st.paired_difference_interval(0, 30, 0, 0)  # all 30 fixed: +100 points, and never above it
+    assert hi == 1.0 and 0.8 < lo < 1.0
+    assert st.paired_difference_interval(0, 0, 0, 0) == (-1.0, 1.0)
+
+
+def test_paired_difference_interval_is_the_normal_one_for_large_n():
+    a, b, c, d = 40_000, 9_000, 6_000, 45_000  # 100,000 questions: Newcombe and delta ± z·se agree
+    n, delta = a + b + c + d, (b - c) / (a + b + c + d)
+    se = math.sqrt(((b + c) / n - delta ** 2) / n)
+    assert st.paired_difference_interval(a, b, c, d) == pytest.approx((delta - st.Z95 * se, delta + st.Z95 * se), abs=2e-4)
+
+
+def test_difference_by_sample_size_uses_the_first_n_shared_questions():
+    new = _records([i % 10 == 0 for i in range(300)])       # right on 0, 10, 20, ...
+    old = _records([i in (5, 155, 255) for i in range(300)])  # right on three others
+    rows = st.difference_by_sample_size(new, list(reversed(old)), sizes=(100, 10, 200, 301))  # any order
+    assert [r["n"] for r in rows] == [10, 100, 200]  # sorted; 301 > the 300 shared questions: left out
+    assert [(r["fixed"], r["broke"]) for r in rows] == [(1, 1), (10, 1), (20, 2)]
+    assert [r["delta"] for r in rows] == pytest.approx([0.0, 9.0, 9.0])
+    lo, hi = st.paired_difference_interval(0, 10, 1, 89)
+    assert (rows[1]["lo"], rows[1]["hi"]) == pytest.approx((100 * lo, 100 * hi))
+    assert rows[1]["p"] == st.mcnemar_exact(10, 1)
+
+
 def test_paired_counts_refuses_different_questions():
     with pytest.raises(ValueError, match="different questions"):
         st.paired_counts(_records([True]), _records([True], questions={0: "other"}))
@@ -190,6 +222,34 @@ def test_make_row_fields(tmp_path, monkeypatch):
     assert row["tokens_per_s"] == 50.0 and row["strategy"] == "auto"
     assert row["lessons_lib_version"]
     assert st.display_path(st.REPO_ROOT / "checkpoints" / "sft.pt") == "checkpoints/sft.pt"
+
+
+def test_make_row_counts_truncated_but_credited_answers(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"weights")
+    make = lambda recs: st.make_row("sft", recs, ckpt=ckpt, dataset="synthetic", split="test", max_new_tokens=64,
+                                    strategy=None, seconds=1.0, generated_tokens=10)
+    recs = [{"correct": True, "finished": False}, {"correct": True, "finished": True},
+            {"correct": False, "finished": False}, {"correct": True, "finished": False}]
+    assert make(recs)["truncated_correct"] == 2  # right although cut off; the wrong cut-off one is not counted
+    assert make([{"correct": True}, {"correct": False}])["truncated_correct"] is None  # unknown, not 0
+
+
+def test_truncated_but_credited_answers_are_noted_and_old_rows_still_render():
+    rows = [_row("base", 1), _row("sft", 40, truncated_correct=0), _row("grpo", 45, truncated_correct=7),
+            _row("ppo", 44, truncated_correct=2)]
+    text, md = st.render_table(rows), st.render_table(rows, markdown=True)
+    note = text.splitlines()[-1]
+    assert note.startswith("Correct but truncated") and "grpo 7 of 45 correct, ppo 2 of 44 correct" in note
+    assert "not recorded for base" in note and "sft" not in note  # 0 is not listed; a missing count is unknown
+    assert md.splitlines()[-1] == "_" + note + "_"
+    old = [_row("base", 1), _row("sft", 40)]  # rows written before the field existed
+    assert st.render_table(old) == st.render_table([{**r, "truncated_correct": 0} for r in old])  # no note
+    assert "truncated" not in st.render_table(old)
+    odd = [_row("sft", 40, truncated_correct="7"), _row("grpo", 3, truncated_correct=9)]  # hand-edited: not counts
+    assert "truncated" not in st.render_table(odd)  # 9 > 3 correct: ignored, never a crash
+    two = [_row("grpo", 45, truncated_correct=7), _row("grpo", 1, n=200, dataset="gsm8k", truncated_correct=1)]
+    assert "grpo (synthetic/test) 7 of 45 correct, grpo (gsm8k/test) 1 of 1 correct" in st.render_table(two)
 
 
 def test_skipped_prompts_are_noted():
