@@ -89,3 +89,82 @@ def category_heatmap(ax, codes, labels, colors, xlabel="", ylabel="", title="", 
         ax.legend(handles=[Patch(facecolor=c, edgecolor="#555555", label=l) for c, l in zip(colors, labels)],
                   loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# stages side by side: failure categories, the paired 2x2, and a difference as n grows
+
+CATEGORY_COLORS = {"correct": "#4c9a4c", "truncated": "#b0b0b0", "no answer": "#e0e0e0",
+                   "wrong arithmetic": "#e8a33d", "wrong number copied": "#d9704a", "wrong reasoning": "#b83c3c"}
+
+
+def plot_failure_categories(records_by_stage, ax=None):
+    """Stacked bars: how many of each stage's records fall in each `scoring.failure_category`,
+    categories stacked in FAILURE_CATEGORIES order (correct at the bottom), one bar per stage in the
+    order of `records_by_stage` ({label: records}). Returns the Axes; bar i of container j is stage
+    i's count of category j."""
+    from lessons_lib.scoring import FAILURE_CATEGORIES, failure_category
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    labels = list(records_by_stage)
+    categories = [[failure_category(r) for r in records] for records in records_by_stage.values()]
+    bottom = [0] * len(labels)
+    for name in FAILURE_CATEGORIES:
+        counts = [cats.count(name) for cats in categories]
+        ax.bar(labels, counts, bottom=bottom, label=name, color=CATEGORY_COLORS[name], edgecolor="white")
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    sizes = sorted(set(bottom))
+    ax.set_ylabel("questions")
+    ax.set_title(f"Failure categories per stage (n={'/'.join(map(str, sizes))})")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False, reverse=True)  # top = top
+    ax.tick_params(axis="x", rotation=20)
+    return ax
+
+
+def plot_mcnemar_2x2(records_a, records_b, label_a, label_b, ax=None):
+    """The 2x2 table of two stages on the same questions as an annotated heatmap: rows a right/wrong,
+    columns b right/wrong, so the off-diagonal cells are "only a" and "only b", the only questions
+    McNemar's test reads. The exact p-value is in the title. Returns the Axes."""
+    from lessons_lib.stage_table import _format_p, paired_counts
+    c = paired_counts(records_a, records_b)  # fixed: a right and b wrong; broke: the reverse
+    table = [[c["both_right"], c["fixed"]], [c["broke"], c["both_wrong"]]]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(table, cmap="Blues", vmin=0, vmax=max(max(row) for row in table) or 1)
+    names = [["both right", f"only {label_a}"], [f"only {label_b}", "both wrong"]]
+    for i in range(2):
+        for j in range(2):
+            dark = table[i][j] > 0.6 * max(max(row) for row in table)  # white text on dark cells
+            ax.text(j, i, f"{table[i][j]}\n{names[i][j]}", ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")
+    ax.set_xticks([0, 1], [f"{label_b} right", f"{label_b} wrong"])
+    ax.set_yticks([0, 1], [f"{label_a} right", f"{label_a} wrong"])
+    ax.set_title(f"{label_a} vs {label_b} on the same {c['n']} questions\n"
+                 f"exact McNemar p = {_format_p(c['p'])} (+{c['fixed']}/-{c['broke']})", fontsize=10)
+    return ax
+
+
+def plot_sample_size_flip(records_a, records_b, label_a="a", label_b="b", sizes=(50, 100, 200, 500), ax=None):
+    """The paired difference a − b (points) with its 95% interval (`stage_table.paired_difference_interval`)
+    on the first n questions, for each n in `sizes` the two share (`stage_table.difference_by_sample_size`).
+    A small difference can change sign as n grows; the intervals say it was never pinned down.
+    Returns the Axes; `ax.containers[0]` is the errorbar of the differences."""
+    from lessons_lib.stage_table import difference_by_sample_size
+    points = difference_by_sample_size(records_a, records_b, sizes)
+    if not points:
+        raise ValueError(f"the two runs share fewer questions than the smallest size in {tuple(sizes)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    x = list(range(len(points)))
+    deltas = [p["delta"] for p in points]
+    err = [[p["delta"] - p["lo"] for p in points], [p["hi"] - p["delta"] for p in points]]
+    ax.axhline(0, color="#555555", linewidth=1, linestyle="--")  # no difference
+    ax.errorbar(x, deltas, yerr=err, fmt="o", capsize=5, color="#2c6fbb")
+    for xi, p in zip(x, points):
+        ax.annotate(f"{p['delta']:+.1f}\n(+{p['fixed']}/-{p['broke']})", (xi, p["delta"]), xytext=(8, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.set_xticks(x, [f"first {p['n']}" for p in points])
+    ax.set_xlim(-0.5, len(points) - 0.1)  # room for the last label
+    ax.set_ylabel(f"{label_a} − {label_b} (points)  ± 95%")
+    ax.set_title(f"{label_a} − {label_b}, paired, on the first n questions")
+    return ax
