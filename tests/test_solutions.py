@@ -8,6 +8,7 @@ from the library (or a check that cannot be passed) fails `make test`. The writt
 exercises are tested against the library below, one test per notebook.
 """
 import importlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -22,7 +23,9 @@ from lessons_lib.check_verifier import load_model_solutions, MODELS
 from lessons_lib.data import load_qa_pairs
 from lessons_lib.exercises import NOT_WRITTEN, same_number
 from lessons_lib.generation import _left_pad
+from lessons_lib.hf_model import fewshot_examples, fewshot_prompt, left_pad, save_tiny_model
 from lessons_lib.model import build_attention_mask
+from lessons_lib.stage_table import read_rows
 from rewards import extract_answer, gsm8k_gold_answer, is_correct, reward_gsm8k
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -62,7 +65,7 @@ def test_the_notebook_leaves_its_exercises_to_the_learner(notebook):
 
 
 def test_the_reworked_notebooks_have_exercises():
-    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"01", "02", "03", "06"}
+    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"01", "02", "03", "06", "08"}
 
 
 # --- 01 · answer extraction ---------------------------------------------------------------------------
@@ -194,3 +197,41 @@ def test_06_gae_is_the_librarys(lengths, gamma, lam, seed):
     mine = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").gae(rewards, values, mask, gamma, lam)
     for a, b in zip(mine, losses.gae(rewards, values, mask, gamma, lam)):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+# --- 08 · score a real model --------------------------------------------------------------------------
+
+@settings(max_examples=50, deadline=None)
+@given(prompts, st.integers(0, 263))
+def test_08_left_pad_is_the_librarys(batch, pad_id):
+    ids, mask, positions = importlib.import_module("solutions.nb08_score_a_real_model").my_left_pad(batch, pad_id)
+    ref_ids, ref_mask = left_pad(batch, pad_id)
+    real = ref_mask.bool()  # the pad id may occur inside a prompt: the mask comes from the lengths
+    assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask)
+    assert torch.equal(positions[real], _left_pad(batch, "cpu")[2][real])  # the course engine's positions
+
+
+def test_08_fewshot_prompt_is_the_librarys():
+    my_fewshot_prompt = importlib.import_module("solutions.nb08_score_a_real_model").my_fewshot_prompt
+    for (question, _), k in zip(load_qa_pairs("gsm8k", "test", limit=9), range(9)):
+        assert my_fewshot_prompt(question, fewshot_examples(k)) == fewshot_prompt(question, fewshot_examples(k))
+
+
+def test_08_written_answers(tmp_path):
+    """Score the notebook's tiny model twice, chat and plain, and compare the rows as exercise 3 asks."""
+    s = importlib.import_module("solutions.nb08_score_a_real_model")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "eval_post_training.py"
+    spec = importlib.util.spec_from_file_location("eval_post_training", script)
+    evalpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evalpt)
+    folder, table, threads = save_tiny_model(tmp_path / "tiny-qwen2"), tmp_path / "real.jsonl", torch.get_num_threads()
+    try:
+        for extra in (["--label", "tiny-chat"], ["--label", "tiny-plain", "--prompt_format", "plain"]):
+            evalpt.main(["--hf", str(folder), "--limit", "3", "--max_new_tokens", "8", "--device", "cpu",
+                         "--append", str(table), "--no_progress", *extra])
+    finally:
+        torch.set_num_threads(threads)  # the script sets its own (--threads)
+    chat, plain = read_rows(table)
+    per_run = {"seconds", "tokens_per_s", "records", "correct", "accuracy", "truncated_correct"}  # any two runs
+    assert {k for k in chat.keys() | plain.keys() if chat.get(k) != plain.get(k)} - per_run == s.PLAIN_DIFFERS_FROM_CHAT_IN
+    assert chat["ckpt_sha256"] == plain["ckpt_sha256"] and plain["fewshot_k"] is None
