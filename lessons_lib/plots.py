@@ -103,7 +103,7 @@ def plot_failure_categories(records_by_stage, ax=None):
     categories stacked in FAILURE_CATEGORIES order (correct at the bottom), one bar per stage in the
     order of `records_by_stage` ({label: records}). Returns the Axes; bar i of container j is stage
     i's count of category j."""
-    from lessons_lib.scoring import FAILURE_CATEGORIES, failure_category
+    from lessons_lib.scoring import FAILURE_CATEGORIES, failure_category  # here: scoring imports torch
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.5))
     labels = list(records_by_stage)
