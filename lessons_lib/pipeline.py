@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lessons_lib import train_base, train_dpo, train_grpo, train_ppo, train_reward_model, train_sft
-from lessons_lib.checkpoint import load_checkpoint
+from lessons_lib.checkpoint import CheckpointError, load_checkpoint
 from lessons_lib.cli import ArgumentParser, UsageError, check_writable, cli_errors
 from lessons_lib.scoring import gsm8k_accuracy
 from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
@@ -35,11 +35,11 @@ MODEL = dict(n_layer=4, n_head=4, n_embd=128, max_seq_len=1280)  # ~1.0M params;
 
 FULL = {
     "base": dict(MODEL, steps=600, batch_size=16, docs=8000, doc_offset=2000, lr=6e-3),
-    "sft": dict(pool=1000, steps=1600, decay_steps=1000, batch_size=16, lr=3e-3, eval_every=50, acc_every=200,
-                patience=4, dev_loss_n=200, dev_acc_n=100, max_new_tokens=160),
-    "reward_model": dict(prompts=640, samples=4, temperature=0.7, steps=40, batch_size=16, heldout_frac=0.5,
+    "sft": dict(pool=1000, teacher_samples=4, steps=2400, decay_steps=1800, batch_size=16, lr=3e-3, eval_every=50,
+                acc_every=400, patience=6, dev_loss_n=200, dev_acc_n=100, max_new_tokens=160),
+    "reward_model": dict(prompts=1024, samples=4, temperature=1.0, steps=40, batch_size=16, heldout_frac=0.5,
                          max_new_tokens=160),
-    "dpo": dict(steps=40, batch_size=16, lr=1e-5, beta=0.1, nll_coef=0.5, max_new_tokens=160),
+    "dpo": dict(steps=60, batch_size=16, lr=2e-5, beta=0.1, nll_coef=0.5, max_new_tokens=160),
     "ppo": dict(steps=40, prompts_per_step=32, samples_per_prompt=2, lr=1e-4, kl_coef=0.04, eval_every=10,
                 temperature=0.7, max_new_tokens=160),
     "grpo": dict(steps=80, prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.04, eval_every=20,
@@ -199,11 +199,13 @@ def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
                    [("dpo", "sft"), ("ppo", "sft"), ("grpo", "sft"), ("grpo", "sft_continued"),
                     ("sft_continued", "sft"), ("ppo", "sft_continued"), ("dpo", "sft_continued")]}
     sft_cfg = cfgs["sft"]
-    demos = teacher_qa_pairs("train", sft_cfg["pool"], sft_cfg["teacher"], sft_cfg["teacher_rate"])
-    gold = qa("train", sft_cfg["pool"])
+    demos = teacher_qa_pairs("train", sft_cfg["pool"], sft_cfg["teacher"], sft_cfg["teacher_rate"],
+                             sft_cfg["teacher_samples"])
+    gold = [pair for pair in qa("train", sft_cfg["pool"]) for _ in range(sft_cfg["teacher_samples"])]
     manifest = {"config": "micro" if micro else "full", "seed": sft_cfg["seed"], "total_seconds": round(seconds, 1),
                 "teacher": {"name": sft_cfg["teacher"], "mistake_rate": sft_cfg["teacher_rate"], "traps": TRAPS,
-                            "pool": len(demos), "pool_accuracy": round(  # how often the SFT demonstrations are right
+                            "samples_per_problem": sft_cfg["teacher_samples"], "demonstrations": len(demos),
+                            "pool_accuracy": round(  # how often the SFT demonstrations are right
                                 sum(d == g for (_, d), (_, g) in zip(demos, gold)) / len(demos), 4)},
                 "test_set": {"dataset": "synthetic", "split": "test", "n": config["test_n"],
                              "decoding": "greedy", "calculator": True, "max_new_tokens": 256},
@@ -223,6 +225,16 @@ def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
     return manifest
 
 
+def same_weights(out_a, out_b) -> dict:
+    """{stage: True if the two runs' checkpoints hold bit-identical tensors}. (The files themselves
+    differ: each records its own wall-clock seconds.)"""
+    same = {}
+    for name in STAGES:
+        a, b = (load_checkpoint(Path(d) / f"{name}.pt", device="cpu").state_dict() for d in (out_a, out_b))
+        same[name] = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return same
+
+
 def main(argv=None):
     ap = ArgumentParser(prog="python -m lessons_lib.pipeline", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="checkpoints", help="folder for the six .pt files, logs/ and manifest.json")
@@ -233,7 +245,15 @@ def main(argv=None):
     ap.add_argument("--use_wandb", type=parse_bool, default=False, metavar="true|false",
                     help="also mirror every stage's metrics to Weights & Biases (offline unless WANDB_MODE says otherwise)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
+    ap.add_argument("--compare", metavar="DIR", help="train nothing: say whether --out and DIR (a rerun) hold "
+                    "bit-identical weights, stage by stage")
     args = ap.parse_args(argv)
+    if args.compare:
+        with cli_errors(CheckpointError):
+            same = same_weights(args.out, args.compare)
+            for name, ok in same.items():
+                print(f"{name:16s} {'identical' if ok else 'DIFFERENT'}")
+        raise SystemExit(0 if all(same.values()) else 1)
     if args.seed < 0:
         ap.error(f"--seed {args.seed}: use a seed >= 0")
     try:

@@ -229,8 +229,11 @@ TEMPLATES = {f.__name__[2:]: f for f in [t_cookies, t_marbles, t_half_money, t_p
 # The teacher. SFT demonstrations in practice are written by another model (distillation) and are
 # often wrong: GPT-3's own GSM8K solutions (data/gsm8k/example_model_solutions.jsonl) are right
 # 22-56% of the time. Our teacher has five systematic misreadings, one per "trap" template below.
-# On a trap problem it makes its mistake with probability TEACHER_MISTAKE_RATE (decided by a hash of
-# the problem's key: the same problems are wrong on every run); elsewhere it writes the gold solution.
+# The teacher is sampled like a language model: each demonstration of a trap problem is flawed with
+# probability TEACHER_MISTAKE_RATE (a seeded coin per problem and sample), and the SFT pool holds
+# TEACHER_SAMPLES demonstrations of every problem, as distillation sets often do. So the same problem
+# appears both ways and SFT learns the teacher's *rate* on each trap kind (it cannot memorise which
+# problems the teacher got right); elsewhere the teacher writes the gold solution.
 # A flawed demonstration is internally consistent: its calculator annotations are right *for the
 # wrong expression*, later steps use the wrong value, and it ends in the teacher's wrong answer.
 # Only SFT learns from the teacher; pretraining documents, RL prompts, dev and test keep gold.
@@ -243,31 +246,34 @@ TRAPS = {  # template -> the teacher's misreading (see the `flaw` branch of each
     "garden": "a dozen taken to be 10",
     "age": "'N years older than twice X' read as twice (X + N)",
 }
-TEACHER_MISTAKE_RATE = 0.6  # on trap problems; high enough that SFT's greedy answer copies the flaw,
-                            # low enough that SFT still samples the right step (RL's headroom)
+TEACHER_MISTAKE_RATE = 0.7  # per trap demonstration: high enough that SFT's greedy answer copies the
+                            # flaw, low enough that SFT still samples the right step (RL's headroom)
+TEACHER_SAMPLES = 4         # demonstrations per problem in the SFT pool
 TEACHERS = ("flawed", "gold")
 
 
-def teacher_errs(key: str, rate: float = TEACHER_MISTAKE_RATE) -> bool:
-    """Whether the teacher gets this (trap) problem wrong: a fixed coin per key, P = rate."""
-    u = int(hashlib.sha256(f"teacher|{key}".encode()).hexdigest()[:8], 16) / 16 ** 8
+def teacher_errs(key: str, rate: float = TEACHER_MISTAKE_RATE, sample: int = 0) -> bool:
+    """Whether the teacher's `sample`-th demonstration of this (trap) problem is flawed: P = rate."""
+    u = int(hashlib.sha256(f"teacher|{key}|{sample}".encode()).hexdigest()[:8], 16) / 16 ** 8
     return u < rate
 
 
-def teacher_answer(problem: dict, teacher: str = "flawed", rate: float = TEACHER_MISTAKE_RATE) -> str:
-    """The demonstration the teacher writes for `problem` ("gold": always the gold solution)."""
+def teacher_answer(problem: dict, teacher: str = "flawed", rate: float = TEACHER_MISTAKE_RATE,
+                   sample: int = 0) -> str:
+    """The teacher's `sample`-th demonstration for `problem` ("gold": always the gold solution)."""
     if teacher not in TEACHERS:
         raise ValueError(f"unknown teacher {teacher!r}: use one of {TEACHERS}")
-    if teacher == "flawed" and "flawed_answer" in problem and teacher_errs(problem["key"], rate):
+    if teacher == "flawed" and "flawed_answer" in problem and teacher_errs(problem["key"], rate, sample):
         return problem["flawed_answer"]
     return problem["answer"]
 
 
 def teacher_qa_pairs(split: str, limit: int | None = None, teacher: str = "flawed",
-                     rate: float = TEACHER_MISTAKE_RATE, offset: int = 0) -> list[tuple[str, str]]:
-    """(question, demonstration) pairs as the teacher writes them: the SFT pool."""
-    problems = synthetic_problems(split, None if limit is None else offset + limit)[offset:]
-    return [(p["question"], teacher_answer(p, teacher, rate)) for p in problems]
+                     rate: float = TEACHER_MISTAKE_RATE, samples: int = 1) -> list[tuple[str, str]]:
+    """(question, demonstration) pairs as the teacher writes them, `samples` per problem, problem by
+    problem: the SFT pool (samples=TEACHER_SAMPLES) or held-out teacher data (samples=1)."""
+    return [(p["question"], teacher_answer(p, teacher, rate, i))
+            for p in synthetic_problems(split, limit) for i in range(samples)]
 
 
 def trap_report(problems: list[dict], records: list[dict]) -> dict:

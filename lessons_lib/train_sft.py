@@ -19,14 +19,14 @@ import random
 import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
-from lessons_lib.synthetic import TEACHER_MISTAKE_RATE, teacher_qa_pairs
+from lessons_lib.synthetic import TEACHER_MISTAKE_RATE, TEACHER_SAMPLES, teacher_qa_pairs
 from lessons_lib.training import (Timer, collate, cycle_batches, dataset_loss, evaluate, lm_loss,
                                   load_trainable, qa, save_stage, seed_everything, sft_example, stage_cli,
                                   stage_logger)
 
 DEFAULTS = dict(seed=0, init="checkpoints/base_pretrained.pt", stage="sft", parent="base_pretrained",
-                teacher="flawed", teacher_rate=TEACHER_MISTAKE_RATE, pool=1000, steps=1600, decay_steps=1000,
-                batch_size=16, lr=3e-3, min_lr_frac=0.1, warmup=20, eval_every=50, acc_every=200, patience=4,
+                teacher="flawed", teacher_rate=TEACHER_MISTAKE_RATE, teacher_samples=TEACHER_SAMPLES, pool=1000,
+                steps=2400, decay_steps=1800, batch_size=16, lr=3e-3, min_lr_frac=0.1, warmup=20, eval_every=50, acc_every=400, patience=6,
                 early_stop=True, dev_loss_n=200, dev_acc_n=100, max_new_tokens=256)
 
 
@@ -46,7 +46,8 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
     """Fine-tune cfg["init"]; write out_dir/<stage>.pt and logs/<stage>.jsonl."""
     seed_everything(cfg["seed"])
     timer = Timer()
-    demos = teacher_qa_pairs("train", cfg["pool"], cfg["teacher"], cfg["teacher_rate"])  # the fixed pool
+    demos = teacher_qa_pairs("train", cfg["pool"], cfg["teacher"], cfg["teacher_rate"],  # the fixed pool
+                             cfg["teacher_samples"])
     pool = [sft_example(q, a) for q, a in demos]
     dev_pairs = qa("dev", cfg["dev_acc_n"])  # accuracy: against the gold answers
     dev = [sft_example(q, a) for q, a in  # loss: the teacher's held-out demonstrations, as in practice

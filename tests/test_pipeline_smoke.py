@@ -58,3 +58,22 @@ def test_manifest_is_complete_and_consistent(micro_run):
     # the control trains on as many sequences as GRPO did
     cont, grpo = manifest["stages"]["sft_continued"]["config"], manifest["stages"]["grpo"]["config"]
     assert cont["steps"] * cont["batch_size"] == grpo["steps"] * grpo["prompts_per_step"] * grpo["group_size"]
+
+
+def test_compare_says_whether_two_runs_hold_the_same_weights(micro_run, tmp_path, capsys):
+    import shutil
+    import torch
+    from lessons_lib.checkpoint import save_checkpoint
+    from lessons_lib.pipeline import main, same_weights
+    out, _ = micro_run
+    copy = tmp_path / "rerun"
+    shutil.copytree(out, copy)
+    assert all(same_weights(out, copy).values())
+    model = load_checkpoint(copy / "grpo.pt", device="cpu")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-6  # one weight, one ulp-ish nudge
+    save_checkpoint(copy / "grpo.pt", model, model.meta)
+    assert same_weights(out, copy) == {s: s != "grpo" for s in STAGES}
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(out), "--compare", str(copy)])
+    assert e.value.code == 1 and "grpo             DIFFERENT" in capsys.readouterr().out

@@ -60,8 +60,8 @@ def test_unknown_split_and_oversized_test():
 
 # ---------------------------------------------------------------- the flawed teacher
 
-from lessons_lib.synthetic import (TEACHER_MISTAKE_RATE, TRAPS, teacher_answer, teacher_errs,  # noqa: E402
-                                   teacher_qa_pairs, trap_report)
+from lessons_lib.synthetic import (TEACHER_MISTAKE_RATE, TEACHER_SAMPLES, TRAPS, teacher_answer,  # noqa: E402
+                                   teacher_errs, teacher_qa_pairs, trap_report)
 from rewards import gsm8k_gold_answer  # noqa: E402
 
 
@@ -89,17 +89,22 @@ def test_teacher_is_deterministic_and_errs_at_its_rate_on_traps_only():
     wrong = [p for p, (_, d) in zip(problems, demos) if d != p["answer"]]
     assert all(p["template"] in TRAPS for p in wrong)
     traps = [p for p in problems if p["template"] in TRAPS]
-    assert abs(len(wrong) / len(traps) - TEACHER_MISTAKE_RATE) < 0.04  # ~1500 trap problems: SE ~0.013
+    assert abs(len(wrong) / len(traps) - TEACHER_MISTAKE_RATE) < 0.04  # ~1500 trap problems: SE ~0.012
     assert all(d == p["answer"] for p, (_, d) in zip(problems, teacher_qa_pairs("train", 3000, teacher="gold")))
     assert [q for q, _ in demos] == [p["question"] for p in problems]  # the questions are untouched
 
 
-def test_teacher_rate_and_unknown_teacher():
-    p = next(p for p in synthetic_problems("train", 200) if "flawed_answer" in p)
-    assert teacher_answer(p, rate=1.0) == p["flawed_answer"] and teacher_answer(p, rate=0.0) == p["answer"]
-    assert teacher_errs(p["key"], 1.0) and not teacher_errs(p["key"], 0.0)
-    with pytest.raises(ValueError, match="unknown teacher"):
-        teacher_answer(p, teacher="oracle")
+def test_each_sample_of_a_problem_gets_its_own_coin():
+    """SFT's pool holds several teacher samples per problem, so a trap problem shows up both ways
+    and SFT can only learn the teacher's rate, not which problems it got right."""
+    problems = synthetic_problems("train", 400)
+    pool = teacher_qa_pairs("train", 400, samples=TEACHER_SAMPLES)
+    assert len(pool) == 400 * TEACHER_SAMPLES
+    assert pool[::TEACHER_SAMPLES] == teacher_qa_pairs("train", 400)  # sample 0 is the one-sample pool
+    per_problem = [pool[i * TEACHER_SAMPLES:(i + 1) * TEACHER_SAMPLES] for i in range(400)]
+    assert all(len({q for q, _ in demos}) == 1 for demos in per_problem)  # same question, K demos
+    mixed = sum(len({d for _, d in demos}) == 2 for p, demos in zip(problems, per_problem) if p["template"] in TRAPS)
+    assert mixed > 0.5 * sum(p["template"] in TRAPS for p in problems)  # 1 - 0.7^4 - 0.3^4 = 75% expected
 
 
 def test_the_teacher_does_not_change_dev_or_test():
