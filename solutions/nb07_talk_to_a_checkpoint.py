@@ -34,10 +34,11 @@ def verdicts(models, problem):
     return out
 
 
-def grpo_broke(problems, records, traps):
-    """Trap-kind test questions that SFT gets right and GRPO gets wrong: [(index, GRPO's response)]."""
-    _, broke = disagreements(records["grpo"], records["sft"])
-    return [(i, records["grpo"][i]["response"]) for i in broke if problems[i]["template"] in traps]
+def still_copies(problems, records, stage="grpo"):
+    """Test questions on which `stage` still answers the teacher's wrong number: [(index, its response)].
+    `records` are the stage's scored test records, in the order of `problems`."""
+    return [(i, r["response"]) for i, (p, r) in enumerate(zip(problems, records, strict=True))
+            if "flawed_answer" in p and r["extracted"] == gsm8k_gold_answer(p["flawed_answer"])]
 
 
 # Exercise 4 · a distractor sentence: the templates already put one in a third of the problems, so a
@@ -58,8 +59,13 @@ def sample_counts(model, problem, temperature, n=16, seed=0):
     return got.count(gsm8k_gold_answer(problem["answer"])), got.count(gsm8k_gold_answer(problem["flawed_answer"]))
 
 
+# On the notebook's marbles question (test question 3), 16 samples of SFT (right, the teacher's number):
+SFT_SAMPLES_BY_TEMPERATURE = {0.7: (2, 14), 1.0: (2, 13), 1.3: (3, 11)}
 TEMPERATURE = """\
-A lower temperature sharpens the model's probabilities towards its greedy choice, which on a trap question
-is the teacher's step: fewer right samples, fewer mixed groups, less for GRPO to learn from. A higher one
-gives more varied samples, more of them right, but also more nonsense. RL wants mixed groups: samples that
-are sometimes right, so the pipeline samples at a temperature that keeps SFT's right step in play."""
+A lower temperature sharpens the model's probabilities towards its greedy choice, which on a trap
+question is the teacher's step: at 0.7 SFT copies the teacher in 14 of 16 samples. A higher one spreads
+them: at 1.3 only 11 of 16 copy the teacher and 3 are right (with 64 samples: 13, 22 and 23 right at
+0.7, 1.0 and 1.3), and a few are neither. GRPO learns only from groups whose samples differ in reward.
+The pipeline's PPO and GRPO sample at 0.7 (`manifest.json`, each stage's config): SFT still writes the
+right step in about one sample in five there, enough for mixed groups, and its samples stay clean; a
+higher temperature gives more right samples but also more answers that are neither."""

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lessons_lib import GPT, GPTConfig, encode_prompt, evaluate_expression, losses
+from lessons_lib import GPT, GPTConfig, encode_prompt, evaluate_expression, load_checkpoint, losses
 from lessons_lib.check_verifier import load_model_solutions, MODELS
 from lessons_lib.data import load_qa_pairs
 from lessons_lib.exercises import NOT_WRITTEN, same_number
@@ -78,6 +78,14 @@ def test_00_written_answers():
     assert extract_answer("<answer>17 or 18</answer>") is None and s.NOTEBOOK_FOR_17_OR_18 == "01_answer_extraction"
     assert render(encode_prompt(s.TWO_TURNS)) == s.TWO_TURNS_RENDERED
     assert (len(s.JANET), len(encode_prompt([{"role": "user", "content": s.JANET}]))) == (s.JANET_CHARACTERS, s.JANET_TOKENS)
+
+
+def test_00_who_copies_the_teacher_on_the_notebooks_question():
+    from lessons_lib.synthetic import synthetic_problems
+    s = importlib.import_module("solutions.nb00_start_here")
+    ckpt = Path(__file__).resolve().parent.parent / "checkpoints"
+    models = {name: load_checkpoint(ckpt / f"{name}.pt", device="cpu") for name in ("sft", "grpo", "sft_continued")}
+    assert s.who_copies_the_teacher(models, synthetic_problems("test")[3]) == ["sft", "sft_continued"]
 
 
 # --- 01 · answer extraction ---------------------------------------------------------------------------
@@ -234,6 +242,21 @@ def test_07_disagreements_is_paired_counts(rights, dropped):
     b = [{"index": i, "correct": y} for i, (_, y) in enumerate(rights)][dropped:]  # b may miss some questions
     c = paired_counts(a, b)
     assert disagreements(a, b) == (c["fixed_ids"], c["broke_ids"])
+
+
+def test_07_the_checkpoint_answers_are_what_the_solutions_say():
+    """On the shipped checkpoints: the marbles question of the notebook, and GRPO's remaining copies."""
+    from lessons_lib.synthetic import synthetic_problems
+    s = importlib.import_module("solutions.nb07_talk_to_a_checkpoint")
+    ckpt = Path(__file__).resolve().parent.parent / "checkpoints"
+    models = {name: load_checkpoint(ckpt / f"{name}.pt", device="cpu") for name in ("sft", "grpo")}
+    problems = synthetic_problems("test")
+    assert s.verdicts(models, problems[3]) == {"sft": "teacher", "grpo": "gold"}
+    for temperature, counts in s.SFT_SAMPLES_BY_TEMPERATURE.items():  # 1.0: the notebook's 16 samples
+        assert s.sample_counts(models["sft"], problems[3], temperature) == counts
+    records = [json.loads(line) for line in (ckpt / "logs" / "test_records_grpo.jsonl").open()]
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert len(s.still_copies(problems, records)) == manifest["stages"]["grpo"]["copies_teacher"]
 
 
 def test_07_with_distractor_keeps_the_question_last():
