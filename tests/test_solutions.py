@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,34 @@ def test_06_gae_is_the_librarys(lengths, gamma, lam, seed):
     mine = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").gae(rewards, values, mask, gamma, lam)
     for a, b in zip(mine, losses.gae(rewards, values, mask, gamma, lam)):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 60))
+def test_06_trap_vs_clean_is_trap_report(seed, n):
+    """Random verdicts and answers (some of them the teacher's wrong number) on the first n test problems."""
+    from lessons_lib import synthetic
+    rng = random.Random(seed)
+    problems = synthetic.synthetic_problems("test", n)
+    records = []
+    for p in problems:
+        options = [gsm8k_gold_answer(p["answer"]), None, "7"] + ([gsm8k_gold_answer(p["flawed_answer"])] * 2
+                                                                  if "flawed_answer" in p else [])
+        extracted = rng.choice(options)
+        records.append({"extracted": extracted, "correct": extracted == gsm8k_gold_answer(p["answer"])})
+    mine = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").trap_vs_clean(problems, records)
+    report = synthetic.trap_report(problems, records)
+    assert mine == {k: report[k] for k in ("trap_acc", "clean_acc", "copies_teacher")}
+
+
+def test_06_the_dev_loss_gap_is_on_the_trap_kinds():
+    from lessons_lib.checkpoint import load_checkpoint
+    s = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from")
+    root = Path(__file__).resolve().parent.parent
+    losses_ = s.dev_losses_by_kind(load_checkpoint(root / "checkpoints" / "sft.pt", device="cpu"))
+    assert losses_["clean", "teacher"] == losses_["clean", "gold"]          # the teacher is gold on clean kinds
+    assert losses_["trap", "gold"] > 1.2 * losses_["trap", "teacher"]        # "about 40% more"
+    assert "trap kinds" in s.WHERE_THE_GAP_IS
 
 
 # --- 07 · talk to a checkpoint -----------------------------------------------------------------------
