@@ -314,6 +314,13 @@ def run_scoring(args) -> dict | None:
     return row
 
 
+def run_scorings(argvs: list[list[str]]) -> None:
+    """Several scorings one after another, in this process (`make table` runs one such list per worker)."""
+    warnings.filterwarnings("ignore", message=r"\d+ of \d+ prompts are longer")  # the row line says it
+    for argv in argvs:
+        run_scoring(parse_args(argv))
+
+
 def show_table(args) -> None:
     rows = read_rows(args.table)
     if not rows:

@@ -4,7 +4,8 @@ What it does, for real every time (no cached numbers):
 
 1. For each dataset — the held-out synthetic GSM8K-format test set (500 problems) and, when it is
    available (`GSM8K_DIR` or the `datasets` library), real GSM8K test (first 200, as in the seed) —
-   it runs exactly the seed's loop, in one process so torch loads once:
+   it runs exactly the seed's loop (each dataset in its own process, two at a time with the default
+   `--jobs 2`: the tiny models decode fastest on one thread, so two cores score two datasets at once):
 
        for s in base_pretrained sft dpo ppo grpo sft_continued; do
          python scripts/eval_post_training.py --ckpt checkpoints/$s.pt --label $s --append TABLE ...
@@ -21,6 +22,7 @@ Honest expectations: tiny CPU-trained models score about 0% on real GSM8K; the s
 the climb is visible on a laptop. Point `--ckpt_dir` at your own checkpoints to score them instead.
 """
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,7 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--max_new_tokens", type=positive_int, default=256, help="generation budget per answer (default: 256)")
     p.add_argument("--batch_size", type=positive_int, default=64, help="prompts decoded together (default: 64)")
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default: 1, fastest for tiny models)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads per process (default: 1, fastest for tiny models)")
+    p.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
+                   help="datasets scored side by side, one process each (default: 2, or 1 on a 1-core machine)")
     p.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = p.parse_args(argv)
     try:
@@ -86,11 +90,9 @@ def check_own_tables(out_dir: Path, datasets) -> None:
                              f"make table rewrites it each run: move them to a table of your own, or delete the file")
 
 
-def score_dataset(dataset, limit, ckpts, args) -> Path:
-    """The seed's loop over stages for one dataset; returns the fresh table's path."""
-    out_dir = Path(args.out_dir)
-    table = out_dir / f"stage_table_{dataset}.jsonl"
-    table.unlink(missing_ok=True)  # a fresh table each run: every number below was just measured
+def stage_argvs(dataset, limit, ckpts, args, table) -> list[list[str]]:
+    """The seed's loop over stages for one dataset, as eval_post_training command lines (parents first)."""
+    argvs = []
     for stage, ckpt in ckpts.items():
         argv = ["--ckpt", str(ckpt), "--label", stage, "--append", str(table), "--dataset", dataset,
                 "--max_new_tokens", str(args.max_new_tokens), "--batch_size", str(args.batch_size),
@@ -99,9 +101,45 @@ def score_dataset(dataset, limit, ckpts, args) -> Path:
         argv += ["--parent", PARENT[stage]] if stage in PARENT else []
         argv += ["--control", CONTROL[stage]] if stage in CONTROL else []
         argv += ["--device", args.device] if args.device else []
-        argv += ["--no_progress"] if args.no_progress else []
-        evalpt.run_scoring(evalpt.parse_args(argv))
-    return table
+        argv += ["--no_progress"] if args.no_progress or args.jobs > 1 else []  # one bar per process would garble
+        argvs.append(argv)
+    return argvs
+
+
+def score_datasets(datasets, ckpts, args) -> dict:
+    """Score every dataset; with --jobs > 1 each dataset runs in its own process. Returns the tables."""
+    out_dir = Path(args.out_dir)
+    tables = {d: out_dir / f"stage_table_{d}.jsonl" for d in datasets}
+    for table in tables.values():
+        table.unlink(missing_ok=True)  # a fresh table each run: every number below was just measured
+    work = {d: stage_argvs(d, limit, ckpts, args, tables[d]) for d, limit in datasets.items()}
+    jobs = min(args.jobs, len(work))
+    if jobs == 1:
+        for argvs in work.values():
+            evalpt.run_scorings(argvs)
+        return tables
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    from tqdm.auto import tqdm
+    context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = [pool.submit(evalpt.run_scorings, argvs) for argvs in work.values()]
+        with tqdm(total=sum(map(len, work.values())), desc="checkpoints scored", unit="run",
+                  disable=args.no_progress) as bar:
+            while wait(futures, timeout=2, return_when=FIRST_EXCEPTION).not_done:
+                bar.update(rows_written(tables) - bar.n)  # rows land one by one, durably
+                if any(f.done() and f.exception() for f in futures):
+                    break
+            bar.update(rows_written(tables) - bar.n)
+        for f in futures:
+            f.result()  # re-raises a worker's error here, as if it had run in this process
+    return tables
+
+
+def rows_written(tables) -> int:
+    """Rows appended so far (for the progress bar: counts lines, never parses a half-read one)."""
+    return sum(t.read_bytes().count(b"\n") for t in tables.values() if t.exists())
 
 
 def save_plot(tables, path):
@@ -144,7 +182,7 @@ def make_tables(args):
             print(f"note: real GSM8K not available, scoring the synthetic set only ({why}). "
                   f"Restore data/gsm8k/ (git checkout -- data/gsm8k) or set GSM8K_DIR to a folder with test.jsonl to add it.", flush=True)
     check_own_tables(out_dir, datasets)
-    tables = {d: score_dataset(d, limit, ckpts, args) for d, limit in datasets.items()}
+    tables = score_datasets(datasets, ckpts, args)
     rows = [row for table in tables.values() for row in read_rows(table)]
     print("\n" + render_table(rows))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,32 @@ def test_make_table_does_not_wipe_rows_it_did_not_write(capsys, ckpt_dir, tmp_pa
     assert "mine" in table.read_text()
 
 
+def _table_numbers(out_dir):
+    from lessons_lib.stage_table import read_rows
+    keep = ("label", "dataset", "n", "correct", "ckpt_sha256", "parent", "control")
+    return {d: [{k: r.get(k) for k in keep} for r in read_rows(out_dir / f"stage_table_{d}.jsonl")]
+            for d in ("synthetic", "gsm8k")}
+
+
+def test_make_table_jobs_2_writes_the_same_tables_as_jobs_1(capsys, ckpt_dir, tmp_path):
+    make_table = load_script("make_table")
+    common = ["--ckpt_dir", str(ckpt_dir), "--synthetic_limit", "3", "--gsm8k_limit", "2",
+              "--max_new_tokens", "6", "--no_progress"]
+    make_table.main(common + ["--out_dir", str(tmp_path / "one"), "--jobs", "1"])
+    make_table.main(common + ["--out_dir", str(tmp_path / "two"), "--jobs", "2"])  # one spawned process per dataset
+    one, two = _table_numbers(tmp_path / "one"), _table_numbers(tmp_path / "two")
+    assert one == two and [r["label"] for r in one["gsm8k"]] == ["base_pretrained", "sft"]
+
+
+def test_make_table_reports_a_worker_error_in_one_line(capsys, ckpt_dir, tmp_path):
+    bad = tmp_path / "ckpts"
+    bad.mkdir()
+    (bad / "base_pretrained.pt").write_bytes((ckpt_dir / "base_pretrained.pt").read_bytes()[:500])  # truncated
+    code, _, err = _exit(capsys, load_script("make_table").main, "--ckpt_dir", bad, "--out_dir", tmp_path / "out",
+                         "--synthetic_limit", "2", "--gsm8k_limit", "2", "--no_progress", "--jobs", "2")
+    assert code == 1 and err.startswith("error: ") and "base_pretrained.pt" in err
+
+
 # ---- bench_generation ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [

@@ -92,20 +92,21 @@ def test_the_same_limit_rule_for_every_data_set(folder, name, split, limit):
 
 
 def test_offline_without_the_train_split_fails_in_seconds_with_one_clear_line(tmp_path):
-    """`datasets` alone retries a dead network for ~25 s and ends in a traceback."""
+    """`datasets` alone retries a dead network for ~25 s and ends in a traceback. The clock runs in the
+    child around the call only: importing torch and `datasets` on a busy machine is not what is tested."""
     import subprocess
-    import time
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("GSM8K", "HF_"))}
     env.update(HF_ENDPOINT="https://hub.invalid", HF_HOME=str(tmp_path))  # .invalid never resolves
-    code = ("from lessons_lib.data import load_qa_pairs\n"
+    code = ("import sys, time\nimport datasets\nfrom lessons_lib.data import load_qa_pairs\n"
+            "t0 = time.perf_counter()\n"
             "try:\n    load_qa_pairs('gsm8k', 'train', limit=1)\n"
-            "except Exception as e:\n    print(type(e).__name__, '|', e)")
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    elapsed = time.perf_counter() - t0
+            "except Exception as e:\n    print(type(e).__name__, '|', e)\n"
+            "print(f'{time.perf_counter() - t0:.2f}', file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.stdout.startswith("DatasetUnavailableError |") and "set GSM8K_DIR" in out.stdout, out.stdout + out.stderr
     assert "hub.invalid" in out.stdout and len(out.stdout.strip().splitlines()) == 1
-    assert elapsed < 12, f"took {elapsed:.1f} s"
+    elapsed = float(out.stderr.strip().splitlines()[-1])
+    assert elapsed < 12, f"the call took {elapsed:.1f} s"
 
 
 def test_named_folder_without_the_split_is_a_clear_error(tmp_path):

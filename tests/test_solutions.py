@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lessons_lib import GPT, GPTConfig, evaluate_expression, losses
+from lessons_lib import GPT, GPTConfig, encode_prompt, evaluate_expression, load_checkpoint, losses
 from lessons_lib.check_verifier import load_model_solutions, MODELS
 from lessons_lib.data import load_qa_pairs
 from lessons_lib.exercises import NOT_WRITTEN, same_number
@@ -65,7 +65,27 @@ def test_the_notebook_leaves_its_exercises_to_the_learner(notebook):
 
 
 def test_the_reworked_notebooks_have_exercises():
-    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"01", "02", "03", "06", "08"}
+    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"00", "01", "02", "03", "06", "07", "08"}
+
+
+# --- 00 · start here ----------------------------------------------------------------------------------
+
+def test_00_written_answers():
+    from lessons_lib.tokenizer import render
+    s = importlib.import_module("solutions.nb00_start_here")
+    for response in s.TAG_ANSWER_DISAGREES:  # the regex and the checker really disagree there
+        assert not same_number(s.tag_answer(response), extract_answer(response))
+    assert extract_answer("<answer>17 or 18</answer>") is None and s.NOTEBOOK_FOR_17_OR_18 == "01_answer_extraction"
+    assert render(encode_prompt(s.TWO_TURNS)) == s.TWO_TURNS_RENDERED
+    assert (len(s.JANET), len(encode_prompt([{"role": "user", "content": s.JANET}]))) == (s.JANET_CHARACTERS, s.JANET_TOKENS)
+
+
+def test_00_who_copies_the_teacher_on_the_notebooks_question():
+    from lessons_lib.synthetic import synthetic_problems
+    s = importlib.import_module("solutions.nb00_start_here")
+    ckpt = Path(__file__).resolve().parent.parent / "checkpoints"
+    models = {name: load_checkpoint(ckpt / f"{name}.pt", device="cpu") for name in ("sft", "grpo", "sft_continued")}
+    assert s.who_copies_the_teacher(models, synthetic_problems("test")[3]) == ["sft", "sft_continued"]
 
 
 # --- 01 · answer extraction ---------------------------------------------------------------------------
@@ -197,6 +217,53 @@ def test_06_gae_is_the_librarys(lengths, gamma, lam, seed):
     mine = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").gae(rewards, values, mask, gamma, lam)
     for a, b in zip(mine, losses.gae(rewards, values, mask, gamma, lam)):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+# --- 07 · talk to a checkpoint -----------------------------------------------------------------------
+
+def test_07_my_ask_is_chat_ask_on_a_tiny_model():
+    """A random tiny model writes anything, long and unfinished answers included: my_ask must agree."""
+    from lessons_lib import chat
+    my_ask = importlib.import_module("solutions.nb07_talk_to_a_checkpoint").my_ask
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, max_seq_len=512))
+    for question, answer in load_qa_pairs("synthetic", "test", limit=3):
+        gold = gsm8k_gold_answer(answer)
+        assert my_ask(model, question, gold) == {k: chat.ask(model, question, gold=gold)[k]
+                                                 for k in ("response", "extracted", "correct", "reward")}
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=12), st.integers(0, 12))
+def test_07_disagreements_is_paired_counts(rights, dropped):
+    from lessons_lib.stage_table import paired_counts
+    disagreements = importlib.import_module("solutions.nb07_talk_to_a_checkpoint").disagreements
+    a = [{"index": i, "correct": x} for i, (x, _) in enumerate(rights)]
+    b = [{"index": i, "correct": y} for i, (_, y) in enumerate(rights)][dropped:]  # b may miss some questions
+    c = paired_counts(a, b)
+    assert disagreements(a, b) == (c["fixed_ids"], c["broke_ids"])
+
+
+def test_07_the_checkpoint_answers_are_what_the_solutions_say():
+    """On the shipped checkpoints: the marbles question of the notebook, and GRPO's remaining copies."""
+    from lessons_lib.synthetic import synthetic_problems
+    s = importlib.import_module("solutions.nb07_talk_to_a_checkpoint")
+    ckpt = Path(__file__).resolve().parent.parent / "checkpoints"
+    models = {name: load_checkpoint(ckpt / f"{name}.pt", device="cpu") for name in ("sft", "grpo")}
+    problems = synthetic_problems("test")
+    assert s.verdicts(models, problems[3]) == {"sft": "teacher", "grpo": "gold"}
+    for temperature, counts in s.SFT_SAMPLES_BY_TEMPERATURE.items():  # 1.0: the notebook's 16 samples
+        assert s.sample_counts(models["sft"], problems[3], temperature) == counts
+    records = [json.loads(line) for line in (ckpt / "logs" / "test_records_grpo.jsonl").open()]
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert len(s.still_copies(problems, records)) == manifest["stages"]["grpo"]["copies_teacher"]
+
+
+def test_07_with_distractor_keeps_the_question_last():
+    with_distractor = importlib.import_module("solutions.nb07_talk_to_a_checkpoint").with_distractor
+    question = "Ava has 4 boxes. She gives away 5 pencils. How many pencils are left?"
+    assert with_distractor(question) == ("Ava has 4 boxes. She gives away 5 pencils. It is 30 degrees outside. "
+                                         "How many pencils are left?")
 
 
 # --- 08 · score a real model --------------------------------------------------------------------------
