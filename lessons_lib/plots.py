@@ -1,8 +1,13 @@
 """Small drawing helpers for the notebooks' figures: boxes and arrows, and a heatmap of categories.
 
 Plain matplotlib, nothing else: a flowchart is text boxes joined by arrows, placed by hand in axes
-coordinates (0..1 both ways), so no graph-layout dependency is needed.
+coordinates (0..1 both ways), so no graph-layout dependency is needed. Also `source_without_docstring`,
+for showing a library function's code in a notebook without printing its docstring.
 """
+import ast
+import inspect
+import textwrap
+
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
@@ -168,3 +173,18 @@ def plot_sample_size_flip(records_a, records_b, label_a="a", label_b="b", sizes=
     ax.set_ylabel(f"{label_a} − {label_b} (points)  ± 95%")
     ax.set_title(f"{label_a} − {label_b}, paired, on the first n questions")
     return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# showing code in a notebook
+
+def source_without_docstring(obj) -> str:
+    """The source of a function or class with its own docstring left out: for a notebook that shows
+    the code and says in prose what the docstring says. Comments and everything else are kept."""
+    source = textwrap.dedent(inspect.getsource(obj))
+    node = ast.parse(source).body[0]
+    first = node.body[0] if node.body else None
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+        return source.rstrip("\n")
+    lines = source.splitlines()
+    return "\n".join(lines[:first.lineno - 1] + lines[first.end_lineno:])

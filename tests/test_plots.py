@@ -120,3 +120,37 @@ def test_sample_size_flip_plots_the_paired_difference_for_each_n():
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="fewer questions"):
         plot_sample_size_flip(a[:40], b[:40])
+
+
+# --- showing code ---------------------------------------------------------------------------------------
+
+from lessons_lib.plots import source_without_docstring  # noqa: E402
+
+
+def _documented(x):
+    """A docstring
+    on two lines."""
+    # a comment stays
+    return x + 1
+
+
+def _undocumented(x):
+    return x * 2
+
+
+class _Documented:
+    """Class docstring."""
+
+    def method(self):
+        """Method docstring stays: only the object's own docstring goes."""
+        return 1
+
+
+def test_source_without_docstring_drops_only_the_objects_own_docstring():
+    assert source_without_docstring(_documented) == "def _documented(x):\n    # a comment stays\n    return x + 1"
+    assert source_without_docstring(_undocumented) == "def _undocumented(x):\n    return x * 2"
+    shown = source_without_docstring(_Documented)
+    assert "Class docstring" not in shown and "Method docstring stays" in shown
+    namespace = {}
+    exec(source_without_docstring(_documented), namespace)  # still valid code
+    assert namespace["_documented"](1) == 2

@@ -66,7 +66,7 @@ def test_the_notebook_leaves_its_exercises_to_the_learner(notebook):
 
 
 def test_the_reworked_notebooks_have_exercises():
-    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"00", "01", "02", "03", "06", "07", "08"}
+    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"00", "01", "02", "03", "04", "05", "06", "07", "08"}
 
 
 # --- 00 · start here ----------------------------------------------------------------------------------
@@ -172,6 +172,64 @@ def test_03_written_answers():
     assert s.kv_cache_mib(config, rows=2, positions=16) * 2**20 == stored
     assert s.kv_cache_mib(config) == 320 and s.kv_cache_mib(config, bytes_per_value=2) == 160
     assert all(evaluate_expression(expr) is None for expr in s.REFUSED_EXPRESSIONS)
+
+
+# --- 04 · scoring a checkpoint ------------------------------------------------------------------------
+
+def test_04_my_failure_category_is_the_librarys_on_each_category():
+    from lessons_lib.scoring import failure_category
+    mine = importlib.import_module("solutions.nb04_scoring_a_checkpoint").my_failure_category
+    question = "Ann has 3 apples and 5 pears. How many fruits?"
+    cases = [{"correct": True, "finished": False, "extracted": "8", "response": "<<3+5=8>>8"},  # credited, cut off
+             {"correct": False, "finished": False, "extracted": "3", "response": "Ann has 3"},
+             {"correct": False, "finished": True, "extracted": None, "response": "fruits!"},
+             {"correct": False, "extracted": None, "response": "fruits!"},  # no `finished`: not truncated
+             {"correct": False, "finished": True, "extracted": "9", "response": "<<3+5=9>>9"},
+             {"correct": False, "finished": True, "extracted": "44", "response": "<<3+41=44>>44"},
+             {"correct": False, "finished": True, "extracted": "15", "response": "<<3*5=15>>15"}]
+    for record in cases:
+        for with_question in ({"question": question}, {}):
+            assert mine({**record, **with_question}) == failure_category({**record, **with_question})
+
+
+def test_04_written_answers():
+    s = importlib.import_module("solutions.nb04_scoring_a_checkpoint")
+    problems = [{"flawed_answer": "#### 7"}, {"flawed_answer": "#### 7"}, {"flawed_answer": "#### 7"}, {}]
+    records = [{"index": 0, "correct": False, "extracted": "7"}, {"index": 1, "correct": False, "extracted": "6"},
+               {"index": 2, "correct": True, "extracted": "5"}, {"index": 3, "correct": False, "extracted": "1"}]
+    assert [r["index"] for r in s.wrong_trap_answers_not_copied(problems, records)] == [1]
+    manifest = json.loads((Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json").read_text())
+    name, change = s.biggest_mover(manifest)
+    assert name in {"trap_acc", "clean_acc", "copies_teacher"} and isinstance(change, float)
+    response = "<<18*6=108>>108 dollars\n<<108*3=324>>324 dollars\n<<324-7=317>>317 dollars left\n<answer>317</answer>"
+    cuts = s.credited_cut_points(response, "317")
+    assert cuts == [k for k in range(1, len(response)) if is_correct(response[:k], "317")]
+    assert min(cuts) == response.index("=317") + 4 and max(cuts) == len(response) - 1  # from the last result on
+    gold = gsm8k_gold_answer(load_qa_pairs("synthetic", "test", limit=1)[0][1])
+    assert reward_gsm8k(s.a_response_worth_0_2(gold), gold) == 0.2
+
+
+# --- 05 · the stage table -----------------------------------------------------------------------------
+
+def test_05_written_answers():
+    from lessons_lib.stage_table import mcnemar_exact
+    s = importlib.import_module("solutions.nb05_stage_table")
+    manifest = json.loads((Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json").read_text())
+    comparisons = manifest["comparisons"]
+    for alpha in (0.05, 0.001):
+        listed = s.significant(comparisons, alpha)
+        assert all(comparisons[k]["p"] < alpha and comparisons[k]["fixed"] > comparisons[k]["broke"] for k in listed)
+        assert all(comparisons[k]["p"] >= alpha or comparisons[k]["fixed"] <= comparisons[k]["broke"]
+                   for k in set(comparisons) - set(listed))
+    ref = [{"index": i, "correct": c} for i, c in enumerate([True, True, True, False])]
+    new = [{"index": i, "correct": c} for i, c in enumerate([False, False, True, True])]
+    control = [{"index": i, "correct": c} for i, c in enumerate([False, True, False, False])]
+    assert s.broken_by_both(new, control, ref) == {0}
+    assert 1_000 <= s.questions_needed() <= 2_000 and 10_000 <= s.questions_needed(0.01, 0.15) <= 14_000
+    for delta, discordant in [(0.02, 36 / 500), (0.01, 0.15)]:
+        m = round(discordant * s.questions_needed(delta, discordant))
+        fixed = round(m * (0.5 + delta / (2 * discordant)))  # at the expected counts the test is significant...
+        assert mcnemar_exact(fixed, m - fixed) < 0.05 and mcnemar_exact(fixed // 4, (m - fixed) // 4) > 0.05  # ...not at a quarter
 
 
 # --- 06 · where the checkpoints come from -------------------------------------------------------------
