@@ -121,7 +121,7 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict:
 
 
 PARALLEL_LANES = [["grpo", "sft_continued"], ["reward_model", "dpo", "ppo"]]  # all start from sft.pt; ~equal wall time
-FIRST_LANE_THREADS = 2  # base and SFT run alone: both cores (a rerun with the same count is bit-identical)
+FIRST_LANE_THREADS = 2  # base and SFT run alone: both cores (1.8x faster; but a full-size rerun is NOT bit-identical, see docs)
 
 
 def _train_lane(names, cfgs, out, progress, threads: int = 1) -> dict:
