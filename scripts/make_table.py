@@ -90,7 +90,7 @@ def check_own_tables(out_dir: Path, datasets) -> None:
                              f"make table rewrites it each run: move them to a table of your own, or delete the file")
 
 
-def stage_argvs(dataset, limit, ckpts, args, table) -> list[list[str]]:
+def stage_argvs(dataset, limit, ckpts, args, table, quiet) -> list[list[str]]:
     """The seed's loop over stages for one dataset, as eval_post_training command lines (parents first)."""
     argvs = []
     for stage, ckpt in ckpts.items():
@@ -101,7 +101,7 @@ def stage_argvs(dataset, limit, ckpts, args, table) -> list[list[str]]:
         argv += ["--parent", PARENT[stage]] if stage in PARENT else []
         argv += ["--control", CONTROL[stage]] if stage in CONTROL else []
         argv += ["--device", args.device] if args.device else []
-        argv += ["--no_progress"] if args.no_progress or args.jobs > 1 else []  # one bar per process would garble
+        argv += ["--no_progress"] if quiet else []
         argvs.append(argv)
     return argvs
 
@@ -112,8 +112,9 @@ def score_datasets(datasets, ckpts, args) -> dict:
     tables = {d: out_dir / f"stage_table_{d}.jsonl" for d in datasets}
     for table in tables.values():
         table.unlink(missing_ok=True)  # a fresh table each run: every number below was just measured
-    work = {d: stage_argvs(d, limit, ckpts, args, tables[d]) for d, limit in datasets.items()}
-    jobs = min(args.jobs, len(work))
+    jobs = min(args.jobs, len(datasets))
+    quiet = args.no_progress or jobs > 1  # one bar per process would garble: then one bar, counting rows
+    work = {d: stage_argvs(d, limit, ckpts, args, tables[d], quiet) for d, limit in datasets.items()}
     if jobs == 1:
         for argvs in work.values():
             evalpt.run_scorings(argvs)
