@@ -286,6 +286,9 @@ def load_model(args, device):
     return model, {"ckpt": args.ckpt, "ckpt_sha256": model.sha256}  # the bytes that were loaded
 
 
+LONG_PROMPTS_WARNING = r"\d+ of \d+ prompts are longer"  # batched_generate's; counted in the row instead
+
+
 def run_scoring(args) -> dict | None:
     """Load, score and (on rank 0) print and append the row. Returns the row on rank 0, else None."""
     from lessons_lib.data import load_qa_pairs
@@ -316,7 +319,7 @@ def run_scoring(args) -> dict | None:
 
 def run_scorings(argvs: list[list[str]]) -> None:
     """Several scorings one after another, in this process (`make table` runs one such list per worker)."""
-    warnings.filterwarnings("ignore", message=r"\d+ of \d+ prompts are longer")  # the row line says it
+    warnings.filterwarnings("ignore", message=LONG_PROMPTS_WARNING)  # the row line says it
     for argv in argvs:
         run_scoring(parse_args(argv))
 
@@ -343,7 +346,7 @@ def failures(table_only=False) -> tuple:
 
 def main(argv=None):
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", message=r"\d+ of \d+ prompts are longer")  # the row line says it
+    warnings.filterwarnings("ignore", message=LONG_PROMPTS_WARNING)  # the row line says it
     with cli_errors(*failures(table_only=bool(args.table))):
         try:
             show_table(args) if args.table else run_scoring(args)
