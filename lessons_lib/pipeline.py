@@ -121,7 +121,7 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict:
 
 
 PARALLEL_LANES = [["grpo", "sft_continued"], ["reward_model", "dpo", "ppo"]]  # all start from sft.pt; ~equal wall time
-FIRST_LANE_THREADS = 2  # base and SFT run alone: both cores (1.8x faster; but a full-size rerun is NOT bit-identical, see docs)
+FIRST_LANE_THREADS = 1  # one thread: a full-size rerun is bit-identical (two threads were 1.8x faster but were not, see docs)
 
 
 def _train_lane(names, cfgs, out, progress, threads: int = 1) -> dict:
@@ -167,9 +167,10 @@ def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher:
         use_wandb: bool = False) -> dict:
     """Train all stages into `out`, score them on test, write out/manifest.json; return it.
 
-    Base and SFT run alone, on both cores. After SFT the independent stages run as two one-thread
-    processes side by side (a model this small splits poorly across threads): same results as
-    running them in turn (each stage is seeded on its own), half the wall time."""
+    Base and SFT run alone, on one thread (two were 1.8x faster, but a full-size rerun on two threads
+    once came out different; on one it is bit-identical). After SFT the independent stages run as two
+    one-thread processes side by side: same results as running them in turn (each stage is seeded on
+    its own), half the wall time."""
     if teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     out = Path(out)
