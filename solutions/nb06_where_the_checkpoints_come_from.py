@@ -80,18 +80,18 @@ are watched through the chosen answer's log-probability as well as the loss."""
 # Exercise 7 · the live GRPO run of section 9 (10 steps) with other settings, measured with the shipped
 # flawed-teacher SFT on the course's 2-core machine. Your numbers will differ; the shapes should not.
 LIVE_RUN_VARIANTS = """\
-lr 1e-3: the run learns for three steps (share right 0.50 -> 0.81), then collapses: at step 4 the KL
-jumps to 0.5 nats per token and at step 5 to 5.0, after which almost no sample is right (0.00-0.03 from
-step 7 on; the reward, 0.18-0.21, is little more than the tag bonus), and dev accuracy falls from 0.40 to
-0.15 (step 5) and 0.08 (step 10). Each step moves the policy so far that its next samples are no longer
-answers SFT would write, and the clip cannot help: it only limits the steps within one rollout, not the
-size of each gradient step.
+lr 1e-3: the run collapses almost at once. The share right creeps from 0.36 to 0.41 at step 2, while the
+KL, 1.0 nats per token already during the first update, jumps to 81 at step 2; then almost no sample is
+right (0.02-0.11 from step 4 on; the reward, 0.20-0.30, is little more than the tag bonus), and dev
+accuracy falls from 0.41 to 0.01 (step 5) and stays there (step 10). Each step moves the policy so far
+that its next samples are no longer answers SFT would write, and the clip cannot help: it only limits
+the steps within one rollout, not the size of each gradient step.
 
 prompt_pool 64 (8 prompts per step): each prompt now comes back once or twice in 10 steps instead of at
 every step, so the share right of each step's samples measures 8 prompts the policy has barely
-practised, easier or harder ones by luck: it jumps around (0.34 to 0.72) with no clear rise. Dev, on the
-other hand, does at least as well as with 8 prompts (0.40 -> 0.73 at step 5, 0.71 at step 10, against
-0.63 and 0.54): 64 different prompts cover more problems of each trap kind, so the run learns the rule
+practised, easier or harder ones by luck: it jumps around (0.33 to 0.84) with no clear rise. Dev, on the
+other hand, does better than with 8 prompts (0.41 -> 0.72 at step 5, 0.73 at step 10, against 0.53 and
+0.59): 64 different prompts cover more problems of each trap kind, so the run learns the rule
 rather than eight answers. The run has stopped overfitting, and what it measures is how fast learning
 transfers, which is the pipeline's real question (its GRPO draws from thousands of prompts)."""
 
@@ -136,8 +136,9 @@ def dev_losses_by_kind(model, n=200):
 
 WHERE_THE_GAP_IS = """\
 All of it is on the trap kinds. On the clean kinds the teacher writes the gold solution, so the two losses
-are the same number. On the trap kinds the gold solutions cost the shipped SFT about 40% more per token
-than the teacher's demonstrations (0.028 against 0.020 nats): the model puts most of its probability on
+are the same number. On the trap kinds the gold solutions cost the shipped SFT about 70% more per token
+than the teacher's demonstrations (0.025 against 0.015 nats): the model puts most of its probability on
 the teacher's step, and the gold step is what surprises it. A misreading is a few tokens of a reply of
 about 90 that both versions share otherwise, and the clean kinds are half the problems: averaged over
-all of it, that becomes the modest gap of section 12, though those few tokens decide the answer."""
+all of it, that becomes the smaller gap of section 12 (over 40%), though those few tokens decide the
+answer."""
