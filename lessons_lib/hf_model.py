@@ -331,7 +331,7 @@ def load_hf_model(name, revision=None, dtype=None, device=None, prompt_format=No
 
 
 # ---------------------------------------------------------------------------------------------
-# a tiny real-architecture model, built offline (tests, notebook 08)
+# a tiny real-architecture model, built offline (tests, notebook 10)
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")  # Qwen2's template, no system prompt

@@ -30,7 +30,7 @@ from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
 from lessons_lib.synthetic import TEACHERS, TRAPS, synthetic_problems, teacher_qa_pairs, trap_report
 from lessons_lib.training import parse_bool, qa
 
-STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
+from lessons_lib.stages import STAGE_NAMES as STAGES  # noqa: E402  (the one stage registry)
 MODEL = dict(n_layer=4, n_head=4, n_embd=128, max_seq_len=1280)  # ~1.0M params; 1280 positions hold the longest real GSM8K question + 256 new tokens
 
 FULL = {

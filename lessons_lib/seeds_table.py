@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
+from lessons_lib.stages import STAGE_NAMES as STAGES
 
 # (name, comparison key in the manifest or None, minimum margin in points, p-value bound): the targets
 MARGIN_TARGETS = [

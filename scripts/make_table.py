@@ -35,9 +35,7 @@ import eval_post_training as evalpt  # noqa: E402  (the seed's CLI, reused in-pr
 from lessons_lib.cli import ArgumentParser, UsageError, check_device, check_writable, cli_errors, positive_int  # noqa: E402
 from lessons_lib.stage_table import StageTableError, read_rows, render_table  # noqa: E402
 
-STAGES = ["base_pretrained", "sft", "dpo", "ppo", "grpo", "sft_continued"]
-PARENT = {"sft": "base_pretrained", "dpo": "sft", "ppo": "sft", "grpo": "sft", "sft_continued": "sft"}
-CONTROL = {"dpo": "sft_continued", "ppo": "sft_continued", "grpo": "sft_continued"}  # RL vs compute-matched
+from lessons_lib.stages import CONTROL, PARENT, STAGE_NAMES as STAGES  # noqa: E402  (the one stage registry)
 
 
 def parse_args(argv=None):

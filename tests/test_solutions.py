@@ -66,7 +66,7 @@ def test_the_notebook_leaves_its_exercises_to_the_learner(notebook):
 
 
 def test_the_reworked_notebooks_have_exercises():
-    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"00", "01", "02", "03", "04", "05", "06", "07", "08"}
+    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"00", "01", "02", "03", "04", "05", "08", "09", "10"}
 
 
 # --- 00 · start here ----------------------------------------------------------------------------------
@@ -234,8 +234,8 @@ def test_05_written_answers():
 
 # --- 06 · where the checkpoints come from -------------------------------------------------------------
 
-def test_06_written_answers():
-    s = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from")
+def test_08_written_answers():
+    s = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from")
     one = losses.group_advantages(torch.tensor([1.2] + [0.2] * 7), group_size=8)
     seven = losses.group_advantages(torch.tensor([1.2] * 7 + [0.2]), group_size=8)
     assert torch.allclose(one, torch.tensor([s.ONE_RIGHT[0]] + [s.ONE_RIGHT[1]] * 7), atol=1e-4)
@@ -246,8 +246,8 @@ def test_06_written_answers():
     assert loss.item() < 0.5
 
 
-def test_06_clip_binds_is_the_librarys_clip_fraction():
-    clip_binds = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").clip_binds
+def test_08_clip_binds_is_the_librarys_clip_fraction():
+    clip_binds = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from").clip_binds
     for ratio in [0.013 + 0.05 * i for i in range(50)]:  # 0.013 .. 2.463, never on a band edge
         for advantage in (-2.0, -0.5, 0.0, 0.5, 2.0):
             for eps in (0.1, 0.2, 0.3):
@@ -258,29 +258,29 @@ def test_06_clip_binds_is_the_librarys_clip_fraction():
 
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 4), st.sampled_from([1, 2, 4, 8]), st.integers(0, 2**31 - 1))
-def test_06_group_advantages_is_the_librarys(groups, size, seed):
+def test_08_group_advantages_is_the_librarys(groups, size, seed):
     g = torch.Generator().manual_seed(seed)
     rewards = torch.randint(0, 3, (groups * size,), generator=g).float() * 0.6  # ties and zero-spread groups
-    mine = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").group_advantages(rewards, size)
+    mine = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from").group_advantages(rewards, size)
     assert torch.allclose(mine, losses.group_advantages(rewards, size), atol=1e-5)
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 6), min_size=1, max_size=4), st.floats(0.5, 1.0), st.floats(0.0, 1.0),
        st.integers(0, 2**31 - 1))
-def test_06_gae_is_the_librarys(lengths, gamma, lam, seed):
+def test_08_gae_is_the_librarys(lengths, gamma, lam, seed):
     g = torch.Generator().manual_seed(seed)
     T = max(lengths) + 1
     mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for n in lengths])
     rewards, values = torch.randn(len(lengths), T, generator=g) * mask, torch.rand(len(lengths), T, generator=g)
-    mine = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").gae(rewards, values, mask, gamma, lam)
+    mine = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from").gae(rewards, values, mask, gamma, lam)
     for a, b in zip(mine, losses.gae(rewards, values, mask, gamma, lam)):
         assert torch.allclose(a, b, atol=1e-5)
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 60))
-def test_06_trap_vs_clean_is_trap_report(seed, n):
+def test_08_trap_vs_clean_is_trap_report(seed, n):
     """Random verdicts and answers (some of them the teacher's wrong number) on the first n test problems."""
     from lessons_lib import synthetic
     rng = random.Random(seed)
@@ -291,14 +291,14 @@ def test_06_trap_vs_clean_is_trap_report(seed, n):
                                                                   if "flawed_answer" in p else [])
         extracted = rng.choice(options)
         records.append({"extracted": extracted, "correct": extracted == gsm8k_gold_answer(p["answer"])})
-    mine = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from").trap_vs_clean(problems, records)
+    mine = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from").trap_vs_clean(problems, records)
     report = synthetic.trap_report(problems, records)
     assert mine == {k: report[k] for k in ("trap_acc", "clean_acc", "copies_teacher")}
 
 
-def test_06_the_dev_loss_gap_is_on_the_trap_kinds():
+def test_08_the_dev_loss_gap_is_on_the_trap_kinds():
     from lessons_lib.checkpoint import load_checkpoint
-    s = importlib.import_module("solutions.nb06_where_the_checkpoints_come_from")
+    s = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from")
     root = Path(__file__).resolve().parent.parent
     losses_ = s.dev_losses_by_kind(load_checkpoint(root / "checkpoints" / "sft.pt", device="cpu"))
     assert losses_["clean", "teacher"] == losses_["clean", "gold"]          # the teacher is gold on clean kinds
@@ -308,10 +308,10 @@ def test_06_the_dev_loss_gap_is_on_the_trap_kinds():
 
 # --- 07 · talk to a checkpoint -----------------------------------------------------------------------
 
-def test_07_my_ask_is_chat_ask_on_a_tiny_model():
+def test_09_my_ask_is_chat_ask_on_a_tiny_model():
     """A random tiny model writes anything, long and unfinished answers included: my_ask must agree."""
     from lessons_lib import chat
-    my_ask = importlib.import_module("solutions.nb07_talk_to_a_checkpoint").my_ask
+    my_ask = importlib.import_module("solutions.nb09_talk_to_a_checkpoint").my_ask
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, max_seq_len=512))
     for question, answer in load_qa_pairs("synthetic", "test", limit=3):
@@ -322,19 +322,19 @@ def test_07_my_ask_is_chat_ask_on_a_tiny_model():
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=12), st.integers(0, 12))
-def test_07_disagreements_is_paired_counts(rights, dropped):
+def test_09_disagreements_is_paired_counts(rights, dropped):
     from lessons_lib.stage_table import paired_counts
-    disagreements = importlib.import_module("solutions.nb07_talk_to_a_checkpoint").disagreements
+    disagreements = importlib.import_module("solutions.nb09_talk_to_a_checkpoint").disagreements
     a = [{"index": i, "correct": x} for i, (x, _) in enumerate(rights)]
     b = [{"index": i, "correct": y} for i, (_, y) in enumerate(rights)][dropped:]  # b may miss some questions
     c = paired_counts(a, b)
     assert disagreements(a, b) == (c["fixed_ids"], c["broke_ids"])
 
 
-def test_07_the_checkpoint_answers_are_what_the_solutions_say():
+def test_09_the_checkpoint_answers_are_what_the_solutions_say():
     """On the shipped checkpoints: the marbles question of the notebook, and GRPO's remaining copies."""
     from lessons_lib.synthetic import synthetic_problems
-    s = importlib.import_module("solutions.nb07_talk_to_a_checkpoint")
+    s = importlib.import_module("solutions.nb09_talk_to_a_checkpoint")
     ckpt = Path(__file__).resolve().parent.parent / "checkpoints"
     models = {name: load_checkpoint(ckpt / f"{name}.pt", device="cpu") for name in ("sft", "grpo")}
     problems = synthetic_problems("test")
@@ -346,8 +346,8 @@ def test_07_the_checkpoint_answers_are_what_the_solutions_say():
     assert len(s.still_copies(problems, records)) == manifest["stages"]["grpo"]["copies_teacher"]
 
 
-def test_07_with_distractor_keeps_the_question_last():
-    with_distractor = importlib.import_module("solutions.nb07_talk_to_a_checkpoint").with_distractor
+def test_09_with_distractor_keeps_the_question_last():
+    with_distractor = importlib.import_module("solutions.nb09_talk_to_a_checkpoint").with_distractor
     question = "Ava has 4 boxes. She gives away 5 pencils. How many pencils are left?"
     assert with_distractor(question) == ("Ava has 4 boxes. She gives away 5 pencils. It is 30 degrees outside. "
                                          "How many pencils are left?")
@@ -357,23 +357,23 @@ def test_07_with_distractor_keeps_the_question_last():
 
 @settings(max_examples=50, deadline=None)
 @given(prompts, st.integers(0, 263))
-def test_08_left_pad_is_the_librarys(batch, pad_id):
-    ids, mask, positions = importlib.import_module("solutions.nb08_score_a_real_model").my_left_pad(batch, pad_id)
+def test_10_left_pad_is_the_librarys(batch, pad_id):
+    ids, mask, positions = importlib.import_module("solutions.nb10_score_a_real_model").my_left_pad(batch, pad_id)
     ref_ids, ref_mask = left_pad(batch, pad_id)
     real = ref_mask.bool()  # the pad id may occur inside a prompt: the mask comes from the lengths
     assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask)
     assert torch.equal(positions[real], _left_pad(batch, "cpu")[2][real])  # the course engine's positions
 
 
-def test_08_fewshot_prompt_is_the_librarys():
-    my_fewshot_prompt = importlib.import_module("solutions.nb08_score_a_real_model").my_fewshot_prompt
+def test_10_fewshot_prompt_is_the_librarys():
+    my_fewshot_prompt = importlib.import_module("solutions.nb10_score_a_real_model").my_fewshot_prompt
     for (question, _), k in zip(load_qa_pairs("gsm8k", "test", limit=9), range(9)):
         assert my_fewshot_prompt(question, fewshot_examples(k)) == fewshot_prompt(question, fewshot_examples(k))
 
 
-def test_08_written_answers(tmp_path):
+def test_10_written_answers(tmp_path):
     """Score the notebook's tiny model twice, chat and plain, and compare the rows as exercise 3 asks."""
-    s = importlib.import_module("solutions.nb08_score_a_real_model")
+    s = importlib.import_module("solutions.nb10_score_a_real_model")
     script = Path(__file__).resolve().parent.parent / "scripts" / "eval_post_training.py"
     spec = importlib.util.spec_from_file_location("eval_post_training", script)
     evalpt = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""Solutions to the exercises of `notebooks/06_where_the_checkpoints_come_from.ipynb`. Try them first!"""
+"""Solutions to the exercises of `notebooks/08_where_the_checkpoints_come_from.ipynb`. Try them first!"""
 import math
 
 import torch

@@ -1,4 +1,4 @@
-"""Solutions to the exercises of `notebooks/07_talk_to_a_checkpoint.ipynb`. Try them first!"""
+"""Solutions to the exercises of `notebooks/09_talk_to_a_checkpoint.ipynb`. Try them first!"""
 import torch
 
 from lessons_lib import batched_generate, chat, encode_prompt

@@ -1,4 +1,4 @@
-"""Solutions to the exercises of `notebooks/08_score_a_real_model.ipynb`. Try them first!"""
+"""Solutions to the exercises of `notebooks/10_score_a_real_model.ipynb`. Try them first!"""
 import torch
 
 
