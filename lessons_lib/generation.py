@@ -50,11 +50,15 @@ _EQUALS = ord("=")
 @dataclass
 class Generation:
     """One response: `text` (decoded, without EOT), the generated `token_ids` (with the final EOT if
-    emitted), `forced[i]` True if token i was forced by the calculator, `finished` if EOT was emitted."""
+    emitted), `forced[i]` True if token i was forced by the calculator, `finished` if EOT was emitted.
+    When sampled, `logprobs[i]` is log p(token i) under the distribution the sampler drew it from
+    (logits / temperature, after top-k), None for a forced token: what an RL trainer's log-probs must
+    reproduce, so the importance ratio is taken against the policy that produced the sample."""
     text: str
     token_ids: list[int] = field(default_factory=list)
     forced: list[bool] = field(default_factory=list)
     finished: bool = False
+    logprobs: list[float] | None = None  # sampling only: log p(token) under the distribution it was drawn from
 
 
 def plan_batches(lengths: list[int], strategy: str, batch_size: int) -> list[list[int]]:
@@ -76,10 +80,12 @@ def plan_batches(lengths: list[int], strategy: str, batch_size: int) -> list[lis
     return [b[s:s + batch_size] for b in buckets.values() for s in range(0, len(b), batch_size)]
 
 
-def sample_next(logits, greedy=True, temperature=1.0, top_k=None, generator=None) -> torch.Tensor:
-    """(B, V) logits -> (B,) token ids. Greedy = argmax (ties -> lowest id, deterministic)."""
+def sample_next(logits, greedy=True, temperature=1.0, top_k=None, generator=None, return_logprobs=False):
+    """(B, V) logits -> (B,) token ids. Greedy = argmax (ties -> lowest id, deterministic).
+    With `return_logprobs` (sampling only): also (B,) log p(token) under the sampled distribution."""
     if greedy:
-        return logits.argmax(dim=-1)
+        tokens = logits.argmax(dim=-1)
+        return (tokens, None) if return_logprobs else tokens
     logits = logits.float() / max(temperature, 1e-6)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -87,20 +93,24 @@ def sample_next(logits, greedy=True, temperature=1.0, top_k=None, generator=None
     probs = torch.softmax(logits, dim=-1)
     if generator is not None:
         probs = probs.to(generator.device)  # a CPU generator can seed sampling for a GPU model
-    return torch.multinomial(probs, 1, generator=generator).view(-1).to(logits.device)
+    tokens = torch.multinomial(probs, 1, generator=generator).view(-1).to(logits.device)
+    if not return_logprobs:
+        return tokens
+    return tokens, torch.log_softmax(logits, dim=-1).gather(-1, tokens.view(-1, 1)).view(-1)
 
 
 class _Row:
     """Per-prompt bookkeeping: generated ids, which were forced, the calculator's queue."""
 
     def __init__(self):
-        self.ids, self.forced, self.queue, self.tail = [], [], deque(), bytearray()
+        self.ids, self.forced, self.queue, self.tail, self.logprobs = [], [], deque(), bytearray(), []
 
-    def push(self, token: int, calculator: bool) -> int:
+    def push(self, token: int, calculator: bool, logprob: float | None = None) -> int:
         """Record the next token (a queued forced token wins over the model's choice); return it."""
         forced = bool(self.queue)
         token = self.queue.popleft() if forced else token
         self.ids.append(token); self.forced.append(forced)
+        self.logprobs.append(None if forced else logprob)
         if token < 256:
             self.tail = (self.tail + bytes([token]))[-(MAX_EXPR_CHARS + 3):]  # enough for `<<EXPR=`
         if calculator and token == _EQUALS and not forced:
@@ -109,8 +119,9 @@ class _Row:
                 self.queue.extend(result.encode("ascii"))
         return token
 
-    def result(self) -> Generation:
-        return Generation(decode(self.ids), self.ids, self.forced, bool(self.ids) and self.ids[-1] == EOT)
+    def result(self, sampled: bool = False) -> Generation:
+        return Generation(decode(self.ids), self.ids, self.forced, bool(self.ids) and self.ids[-1] == EOT,
+                          self.logprobs if sampled else None)
 
 
 def _left_pad(prompts, device):
@@ -163,8 +174,9 @@ def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling
         else:  # one rectangle, no padding: prefill together
             logits = model(idx, kv_cache=cache)[:, -1]
         for step in range(max_new_tokens):
-            chosen = sample_next(logits, **sampling).tolist()
-            tokens = [rows[r].push(t, calculator) for r, t in zip(active, chosen)]
+            chosen, logprobs = sample_next(logits, **sampling, return_logprobs=True)
+            logprobs = [None] * len(active) if logprobs is None else logprobs.tolist()
+            tokens = [rows[r].push(t, calculator, lp) for r, t, lp in zip(active, chosen.tolist(), logprobs)]
             keep = [j for j, t in enumerate(tokens) if t != EOT]
             if not keep or step == max_new_tokens - 1:
                 break
@@ -177,7 +189,7 @@ def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling
             key_mask = torch.cat([key_mask, torch.ones_like(key_mask[:, :1])], dim=1)
             logits = model(new, next_pos.view(-1, 1), key_mask if padded else None, cache)[:, -1]
             next_pos = next_pos + 1
-    return [row.result() for row in rows]
+    return [row.result(sampled=not sampling["greedy"]) for row in rows]
 
 
 def _check_prompts(model, prompts, max_new_tokens):
