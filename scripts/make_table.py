@@ -29,9 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a clone without installing
-sys.path.insert(0, str(REPO / "scripts"))
 
-import eval_post_training as evalpt  # noqa: E402  (the seed's CLI, reused in-process)
+from lessons_lib import evaluation  # noqa: E402  (the scorer's work, run in-process)
 from lessons_lib.cli import ArgumentParser, UsageError, check_device, check_writable, cli_errors, positive_int  # noqa: E402
 from lessons_lib.stage_table import StageTableError, read_rows, render_table  # noqa: E402
 
@@ -115,7 +114,7 @@ def score_datasets(datasets, ckpts, args) -> dict:
     work = {d: stage_argvs(d, limit, ckpts, args, tables[d], quiet) for d, limit in datasets.items()}
     if jobs == 1:
         for argvs in work.values():
-            evalpt.run_scorings(argvs)
+            evaluation.run_scorings(argvs)
         return tables
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -123,7 +122,7 @@ def score_datasets(datasets, ckpts, args) -> dict:
     from tqdm.auto import tqdm
     context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
     with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = [pool.submit(evalpt.run_scorings, argvs) for argvs in work.values()]
+        futures = [pool.submit(evaluation.run_scorings, argvs) for argvs in work.values()]
         with tqdm(total=sum(map(len, work.values())), desc="checkpoints scored", unit="run",
                   disable=args.no_progress) as bar:
             while wait(futures, timeout=2, return_when=FIRST_EXCEPTION).not_done:
@@ -158,7 +157,7 @@ def save_plot(tables, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    with cli_errors(*evalpt.failures()):
+    with cli_errors(*evaluation.failures()):
         make_tables(args)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import load_script
-from lessons_lib import stage_table as st
+from lessons_lib import evaluation, stage_table as st
 from lessons_lib.checkpoint import save_checkpoint
 from lessons_lib.model import GPT, GPTConfig
 
@@ -157,12 +157,12 @@ def test_sha256_names_the_weights_that_were_scored_not_the_file_afterwards(capsy
     mine = tmp_path / "m.pt"
     mine.write_bytes(ckpt.read_bytes())
     scored = hashlib.sha256(mine.read_bytes()).hexdigest()
-    real = evalpt.score_checkpoint
+    real = evaluation.score_checkpoint
     def score_then_replace(*a, **k):  # e.g. training writes a new checkpoint while we score the old one
         torch.manual_seed(7)
         save_checkpoint(mine, GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, max_seq_len=256)), {"stage": "new"})
         return real(*a, **k)
-    monkeypatch.setattr(evalpt, "score_checkpoint", score_then_replace)
+    monkeypatch.setattr(evaluation, "score_checkpoint", score_then_replace)
     assert score(capsys, mine, tmp_path / "t.jsonl")[0] == 0
     [row] = st.read_rows(tmp_path / "t.jsonl")
     assert row["ckpt_sha256"] == scored != hashlib.sha256(mine.read_bytes()).hexdigest()
@@ -226,7 +226,7 @@ def test_when_the_final_write_fails_the_row_is_printed(capsys, ckpt, tmp_path, m
     import errno
     def disk_full(path, row):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(evalpt, "append_row", disk_full)
+    monkeypatch.setattr(evaluation, "append_row", disk_full)
     code, out, err = score(capsys, ckpt, tmp_path / "t.jsonl", "late")
     row = json.loads(out.splitlines()[0])
     assert code == 1 and row["label"] == "late" and row["n"] == 3 and len(row["ckpt_sha256"]) == 64
