@@ -22,35 +22,31 @@ from pathlib import Path
 
 import torch
 
-from lessons_lib import train_base, train_dpo, train_grpo, train_ppo, train_reward_model, train_sft
 from lessons_lib.checkpoint import CheckpointError, load_checkpoint
 from lessons_lib.cli import ArgumentParser, UsageError, check_writable, cli_errors
 from lessons_lib.scoring import gsm8k_accuracy
 from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
+from lessons_lib.stages import STAGE_NAMES as STAGES, stage
 from lessons_lib.synthetic import TEACHERS, TRAPS, synthetic_problems, teacher_qa_pairs, trap_report
-from lessons_lib.training import parse_bool, qa
+from lessons_lib.train_base import BaseConfig
+from lessons_lib.train_dpo import DPOConfig
+from lessons_lib.train_grpo import GRPOConfig, optimizer_steps_and_batch
+from lessons_lib.train_ppo import PPOConfig
+from lessons_lib.train_reward_model import RewardModelConfig
+from lessons_lib.train_sft import SFTConfig, control_config
+from lessons_lib.training import parse_bool, synthetic_pairs
 
-from lessons_lib.stages import STAGE_NAMES as STAGES  # noqa: E402  (the one stage registry)
-MODEL = dict(n_layer=4, n_head=4, n_embd=128, max_seq_len=1280)  # ~1.0M params; 1280 positions hold the longest real GSM8K question + 256 new tokens
+CONFIGS = {"base_pretrained": BaseConfig, "sft": SFTConfig, "reward_model": RewardModelConfig, "dpo": DPOConfig,
+           "ppo": PPOConfig, "grpo": GRPOConfig}  # each one's defaults are the shipped recipe
+TEST_N = 500  # the synthetic test split, scored greedily once every stage is trained
 
-FULL = {
-    "base": dict(MODEL, steps=600, batch_size=16, docs=8000, doc_offset=2000, lr=6e-3),
-    "sft": dict(pool=1000, teacher_samples=4, steps=2400, decay_steps=1800, batch_size=16, lr=3e-3, eval_every=50,
-                acc_every=400, patience=6, dev_loss_n=200, dev_acc_n=100, max_new_tokens=160),
-    "reward_model": dict(prompts=1024, samples=4, temperature=1.0, steps=40, batch_size=16, heldout_frac=0.5,
-                         max_new_tokens=160),
-    "dpo": dict(steps=60, batch_size=16, lr=2e-5, beta=0.1, nll_coef=0.5, max_new_tokens=160),
-    "ppo": dict(steps=40, prompts_per_step=32, samples_per_prompt=2, lr=1e-4, kl_coef=0.04, eval_every=10,
-                temperature=0.7, max_new_tokens=160),
-    "grpo": dict(steps=80, prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.04, eval_every=20,
-                 temperature=0.7, max_new_tokens=160),
-    "test_n": 500,
-}
-MICRO = {  # same code paths, tiny sizes: for the smoke test
-    "base": dict(n_layer=1, n_head=2, n_embd=32, max_seq_len=640, steps=6, batch_size=4, docs=40, doc_offset=0,
-                 lr=3e-3, log_every=2),
-    "sft": dict(pool=16, steps=4, batch_size=4, eval_every=2, acc_every=2, patience=2, dev_loss_n=8, dev_acc_n=4, max_new_tokens=48),
-    "reward_model": dict(prompts=8, samples=4, gold_fallback=True, steps=2, batch_size=4, max_new_tokens=48, log_every=1),
+MICRO = {  # the only override of the shipped recipe: same code paths, tiny sizes (the smoke test, ~1 minute)
+    "base_pretrained": dict(n_layer=1, n_head=2, n_embd=32, max_seq_len=640, steps=6, batch_size=4, docs=40,
+                            doc_offset=0, lr=3e-3, log_every=2),
+    "sft": dict(pool=16, steps=4, batch_size=4, eval_every=2, acc_every=2, patience=2, dev_loss_n=8, dev_acc_n=4,
+                max_new_tokens=48),
+    "reward_model": dict(prompts=8, samples=4, gold_fallback=True, steps=2, batch_size=4, max_new_tokens=48,
+                         log_every=1),
     "dpo": dict(steps=2, batch_size=4, dev_acc_n=4, max_new_tokens=48, log_every=1),
     "ppo": dict(steps=2, prompts_per_step=4, samples_per_prompt=2, eval_every=2, dev_acc_n=4, max_new_tokens=48),
     "grpo": dict(steps=2, prompts_per_step=2, group_size=4, eval_every=2, dev_acc_n=4, max_new_tokens=48),
@@ -58,50 +54,28 @@ MICRO = {  # same code paths, tiny sizes: for the smoke test
 }
 
 
-def stage_configs(config: dict, out: Path, sft_best_step: int | None = None, seed: int = 0,
-                  teacher: str = "flawed", use_wandb: bool = False) -> dict:
-    """Each stage's full config: its module DEFAULTS, overridden by the pipeline config, with paths
-    pointing into `out`, the run's seed and SFT's teacher. The control continues SFT at the learning
-    rate SFT had at the step it kept (known once SFT has run: `sft_best_step`), held constant."""
-    cfgs = _stage_configs(config, out, sft_best_step)
-    cfgs["sft"]["teacher"] = cfgs["sft_continued"]["teacher"] = teacher
-    for cfg in cfgs.values():
-        cfg.update(seed=seed, use_wandb=use_wandb)
+def stage_configs(out: Path, micro: bool = False, sft_best_step: int | None = None, seed: int = 0,
+                  teacher: str = "flawed") -> dict:
+    """Each stage's config: its dataclass defaults (the shipped recipe), the micro overrides when
+    asked, paths into `out`, the run's seed and SFT's teacher. The control continues SFT at the
+    learning rate SFT had at the step it kept (known once SFT has run: `sft_best_step`)."""
+    ck = lambda name: str(Path(out) / f"{name}.pt")  # noqa: E731
+    paths = {"sft": dict(init=ck("base_pretrained"), teacher=teacher), "reward_model": dict(init=ck("sft")),
+             "dpo": dict(init=ck("sft"), pairs=str(Path(out) / "logs" / "preference_pairs.jsonl")),
+             "ppo": dict(init=ck("sft")), "grpo": dict(init=ck("sft"))}
+    cfgs = {name: cls().updated(seed=seed, **(MICRO[name] if micro else {}), **paths.get(name, {}))
+            for name, cls in CONFIGS.items()}
+    steps, batch = optimizer_steps_and_batch(cfgs["grpo"])  # the control: as many sequences as GRPO, in as many steps
+    cfgs["sft_continued"] = control_config(cfgs["sft"], sft_best_step or cfgs["sft"].steps, steps, batch, ck("sft"))
     return cfgs
 
 
-def _stage_configs(config: dict, out: Path, sft_best_step: int | None) -> dict:
-    ck = lambda name: str(out / f"{name}.pt")  # noqa: E731
-    grpo = {**train_grpo.DEFAULTS, **config["grpo"], "init": ck("sft")}
-    sft = {**train_sft.DEFAULTS, **config["sft"], "init": ck("base_pretrained")}
-    # the control trains on as many sequences as GRPO did, in as many optimizer steps
-    cont_batch = grpo["prompts_per_step"] * grpo["group_size"] // grpo["minibatches"]
-    cont_steps = grpo["steps"] * grpo["minibatches"]
-    return {
-        "base_pretrained": {**train_base.DEFAULTS, **config["base"]},
-        "sft": sft,
-        "reward_model": {**train_reward_model.DEFAULTS, **config["reward_model"], "init": ck("sft")},
-        "dpo": {**train_dpo.DEFAULTS, **config["dpo"], "init": ck("sft"),
-                "pairs": str(out / "logs" / "preference_pairs.jsonl")},
-        "ppo": {**train_ppo.DEFAULTS, **config["ppo"], "init": ck("sft")},
-        "grpo": grpo,
-        "sft_continued": {**sft, "init": ck("sft"), "stage": "sft_continued", "parent": "sft",
-                          "early_stop": False, "steps": cont_steps, "batch_size": cont_batch,
-                          "lr": train_sft.lr_at(sft_best_step or sft["steps"], sft), "min_lr_frac": 1.0,
-                          "warmup": 1, "eval_every": max(1, cont_steps // 4), "acc_every": max(1, cont_steps // 4)},
-    }
-
-
-MODULES = {"base_pretrained": train_base, "sft": train_sft, "reward_model": train_reward_model,
-           "dpo": train_dpo, "ppo": train_ppo, "grpo": train_grpo, "sft_continued": train_sft}
-
-
-def score(out: Path, stage: str, test_pairs) -> dict:
+def score_on_test(out: Path, name: str, test_pairs) -> dict:
     """Greedy accuracy of one checkpoint on the test split, records saved for paired comparisons."""
     t0 = time.time()
-    model = load_checkpoint(out / f"{stage}.pt", device="cpu")
+    model = load_checkpoint(out / f"{name}.pt", device="cpu")
     acc, records = gsm8k_accuracy(model, test_pairs, max_new_tokens=256, progress=False)
-    with open(out / "logs" / f"test_records_{stage}.jsonl", "w") as f:
+    with open(out / "logs" / f"test_records_{name}.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps({k: r[k] for k in ("index", "extracted", "gold", "correct", "response")}) + "\n")
     correct = sum(r["correct"] for r in records)
@@ -124,20 +98,20 @@ PARALLEL_LANES = [["grpo", "sft_continued"], ["reward_model", "dpo", "ppo"]]  # 
 FIRST_LANE_THREADS = 1  # one thread: a full-size rerun is bit-identical (two threads were 1.8x faster but were not, see docs)
 
 
-def _train_lane(names, cfgs, out, progress, threads: int = 1) -> dict:
+def _train_lane(names, cfgs, out, progress, use_wandb=False, threads: int = 1) -> dict:
     """Train stages one after another in this process, on `threads` CPU threads (see `run`)."""
     torch.set_num_threads(threads)
     summaries = {}
     for name in names:
-        summaries[name] = MODULES[name].train(cfgs[name], out, progress=progress)
+        summaries[name] = stage(name).train_module().train(cfgs[name], out, progress=progress, use_wandb=use_wandb)
         _print_summary(name, summaries[name])
     return summaries
 
 
 def _score_lane(names, out, test_n) -> dict:
     torch.set_num_threads(1)
-    test_pairs = qa("test", test_n)
-    return {name: score(out, name, test_pairs) for name in names}
+    test_pairs = synthetic_pairs("test", test_n)
+    return {name: score_on_test(out, name, test_pairs) for name in names}
 
 
 def _print_summary(name, summary):
@@ -175,15 +149,15 @@ def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     out = Path(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    config = MICRO if micro else FULL
-    run_args = dict(seed=seed, teacher=teacher, use_wandb=use_wandb)
-    cfgs, t_start, clock = stage_configs(config, out, **run_args), time.time(), _PhaseClock()
-    stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress, FIRST_LANE_THREADS)
+    test_n = MICRO["test_n"] if micro else TEST_N
+    run_args = dict(micro=micro, seed=seed, teacher=teacher)
+    cfgs, t_start, clock = stage_configs(out, **run_args), time.time(), _PhaseClock()
+    stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress, use_wandb, FIRST_LANE_THREADS)
     clock.lap("base_and_sft")
-    cfgs = stage_configs(config, out, sft_best_step=stages["sft"]["best_step"], **run_args)
-    stages.update(_in_parallel(_train_lane, PARALLEL_LANES, cfgs, out, progress))
+    cfgs = stage_configs(out, sft_best_step=stages["sft"]["best_step"], **run_args)
+    stages.update(_in_parallel(_train_lane, PARALLEL_LANES, cfgs, out, progress, use_wandb))
     clock.lap("rl_lanes")
-    scores = _in_parallel(_score_lane, [STAGES[0::2], STAGES[1::2]], out, config["test_n"])
+    scores = _in_parallel(_score_lane, [STAGES[0::2], STAGES[1::2]], out, test_n)
     clock.lap("scoring")
     stages["phases"] = clock.laps
     for name in STAGES:
@@ -191,24 +165,23 @@ def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher:
     for name in STAGES:
         print(f"[pipeline] {name:16s} test accuracy {stages[name]['accuracy']:.3f} "
               f"(95% CI {stages[name]['ci95'][0]:.3f}-{stages[name]['ci95'][1]:.3f})", flush=True)
-    return write_manifest(out, config, cfgs, stages, time.time() - t_start, micro)
+    return write_manifest(out, test_n, cfgs, stages, time.time() - t_start, micro)
 
 
-def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
+def write_manifest(out: Path, test_n: int, cfgs, stages, seconds, micro) -> dict:
     correct = {name: stages[name].pop("_correct") for name in STAGES}
     comparisons = {f"{a}_vs_{b}": mcnemar(correct[a], correct[b]) for a, b in
                    [("dpo", "sft"), ("ppo", "sft"), ("grpo", "sft"), ("grpo", "sft_continued"),
                     ("sft_continued", "sft"), ("ppo", "sft_continued"), ("dpo", "sft_continued")]}
     sft_cfg = cfgs["sft"]
-    demos = teacher_qa_pairs("train", sft_cfg["pool"], sft_cfg["teacher"], sft_cfg["teacher_rate"],
-                             sft_cfg["teacher_samples"])
-    gold = [pair for pair in qa("train", sft_cfg["pool"]) for _ in range(sft_cfg["teacher_samples"])]
-    manifest = {"config": "micro" if micro else "full", "seed": sft_cfg["seed"], "total_seconds": round(seconds, 1),
-                "teacher": {"name": sft_cfg["teacher"], "mistake_rate": sft_cfg["teacher_rate"], "traps": TRAPS,
-                            "samples_per_problem": sft_cfg["teacher_samples"], "demonstrations": len(demos),
+    demos = teacher_qa_pairs("train", sft_cfg.pool, sft_cfg.teacher, sft_cfg.teacher_rate, sft_cfg.teacher_samples)
+    gold = [pair for pair in synthetic_pairs("train", sft_cfg.pool) for _ in range(sft_cfg.teacher_samples)]
+    manifest = {"config": "micro" if micro else "full", "seed": sft_cfg.seed, "total_seconds": round(seconds, 1),
+                "teacher": {"name": sft_cfg.teacher, "mistake_rate": sft_cfg.teacher_rate, "traps": TRAPS,
+                            "samples_per_problem": sft_cfg.teacher_samples, "demonstrations": len(demos),
                             "pool_accuracy": round(  # how often the SFT demonstrations are right
                                 sum(d == g for (_, d), (_, g) in zip(demos, gold)) / len(demos), 4)},
-                "test_set": {"dataset": "synthetic", "split": "test", "n": config["test_n"],
+                "test_set": {"dataset": "synthetic", "split": "test", "n": test_n,
                              "decoding": "greedy", "calculator": True, "max_new_tokens": 256},
                 "phase_seconds": stages["phases"], "torch": torch.__version__, "threads": {
                     "base_and_sft": FIRST_LANE_THREADS, "each_rl_lane": 1},
@@ -218,7 +191,7 @@ def write_manifest(out: Path, config, cfgs, stages, seconds, micro) -> dict:
         model = load_checkpoint(path, device="cpu")
         manifest["stages"][name] = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
                                     "parameters": model.num_params(), "parent": model.meta.get("parent"),
-                                    "config": {k: v for k, v in cfgs[name].items() if k != "use_wandb"},
+                                    "config": cfgs[name].to_dict(),
                                     **stages[name]}
     with open(out / "manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)

@@ -13,34 +13,53 @@ here to show what RLHF does when no verifier exists, and how well it can learn o
 import copy
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from rewards import gsm8k_gold_answer, is_correct
+from lessons_lib.config import StageConfig, knob, text
 from lessons_lib.losses import bradley_terry_loss
 from lessons_lib.tokenizer import EOT, encode
-from lessons_lib.training import (Timer, collate, load_trainable, qa, sample, seed_everything, sft_target,
-                                  stage_cli, stage_logger, user_prompt)
-
-DEFAULTS = dict(seed=0, init="checkpoints/sft.pt", prompt_offset=5000, prompts=256, samples=4, pairs_per_prompt=2,
-                temperature=1.0, max_new_tokens=256, heldout_frac=0.2, gold_fallback=False, steps=60, batch_size=16, lr=3e-4, log_every=5)
+from lessons_lib.training import (Timer, collate, load_trainable, sample_responses, seed_everything, sft_target,
+                                  stage_cli, stage_logger, synthetic_pairs, user_prompt)
 
 
-def build_pairs(model, pairs, cfg, generator) -> list[dict]:
+@dataclass
+class RewardModelConfig(StageConfig):
+    """The shipped recipe: 4 SFT samples of each of 1024 train prompts, pairs of a right and a wrong
+    answer, half the prompts held out to measure the reward model's accuracy."""
+    seed: int = knob(0, lo=0)
+    init: str = text("checkpoints/sft.pt", help="the policy that samples the answers (and the trunk)")
+    prompt_offset: int = knob(5000, lo=0, help="where these prompts start in train (disjoint from SFT's and RL's)")
+    prompts: int = knob(1024, lo=1)
+    samples: int = knob(4, lo=2, help="answers sampled per prompt")
+    pairs_per_prompt: int = knob(2, lo=1)
+    temperature: float = knob(1.0, lo=0, above=True)
+    max_new_tokens: int = knob(160, lo=1)
+    heldout_frac: float = knob(0.5, lo=0, hi=1, help="share of prompts whose pairs are held out")
+    gold_fallback: bool = False  # micro config only: an untrained model is never right
+    steps: int = knob(40, lo=1)
+    batch_size: int = knob(16, lo=1)
+    lr: float = knob(3e-4, lo=0, above=True)
+    log_every: int = knob(5, lo=1)
+
+
+def build_pairs(model, pairs, cfg: RewardModelConfig, generator) -> list[dict]:
     """Sample `samples` answers per question; pair correct (chosen) with incorrect (rejected)."""
-    prompts = [user_prompt(q) for q, _ in pairs for _ in range(cfg["samples"])]
-    gens = sample(model, prompts, cfg, generator)
+    prompts = [user_prompt(q) for q, _ in pairs for _ in range(cfg.samples)]
+    gens = sample_responses(model, prompts, cfg.max_new_tokens, cfg.temperature, generator)
     out = []
     for i, (q, a) in enumerate(pairs):
         gold = gsm8k_gold_answer(a)
-        group = gens[i * cfg["samples"]:(i + 1) * cfg["samples"]]
+        group = gens[i * cfg.samples:(i + 1) * cfg.samples]
         good = [g.text for g in group if g.finished and is_correct(g.text, gold)]
         bad = [g for g in group if not is_correct(g.text, gold)]
-        if not good and cfg["gold_fallback"]:  # micro config: an untrained model is never right
+        if not good and cfg.gold_fallback:  # micro config: an untrained model is never right
             good = [sft_target(a)]
-        for c, r in list(zip(good, bad))[:cfg["pairs_per_prompt"]]:
+        for c, r in list(zip(good, bad))[:cfg.pairs_per_prompt]:
             out.append({"question": q, "gold": gold, "chosen": c, "rejected": r.text,
                         "rejected_finished": r.finished})
     return out
@@ -88,31 +107,31 @@ def save_pairs(path, pairs):
             f.write(json.dumps(p) + "\n")
 
 
-def train(cfg: dict, out_dir, progress: bool = True) -> dict:
-    """Build pairs from cfg["init"] (SFT), save them, train and evaluate the reward model."""
-    seed_everything(cfg["seed"])
+def train(cfg: RewardModelConfig, out_dir, progress: bool = True, use_wandb: bool = False) -> dict:
+    """Build pairs from cfg.init (SFT), save them, train and evaluate the reward model."""
+    seed_everything(cfg.seed)
     timer = Timer()
-    sft = load_trainable(cfg["init"])
-    pairs = build_pairs(sft, qa("train", cfg["prompts"], offset=cfg["prompt_offset"]), cfg,
-                        torch.Generator().manual_seed(cfg["seed"]))
+    sft = load_trainable(cfg.init)
+    pairs = build_pairs(sft, synthetic_pairs("train", cfg.prompts, offset=cfg.prompt_offset), cfg,
+                        torch.Generator().manual_seed(cfg.seed))
     save_pairs(f"{out_dir}/logs/preference_pairs.jsonl", pairs)
     questions = sorted({p["question"] for p in pairs})
-    held = set(random.Random(cfg["seed"]).sample(questions, int(len(questions) * cfg["heldout_frac"])))
+    held = set(random.Random(cfg.seed).sample(questions, int(len(questions) * cfg.heldout_frac)))
     train_pairs = [p for p in pairs if p["question"] not in held]
     test_pairs = [p for p in pairs if p["question"] in held]
     rm = RewardModel(copy.deepcopy(sft))
-    opt = torch.optim.AdamW(rm.parameters(), lr=cfg["lr"], weight_decay=0.0)
-    rng, acc = random.Random(cfg["seed"]), None
-    with stage_logger(out_dir, "reward_model", cfg) as log:
-        for step in tqdm(range(cfg["steps"]), desc="reward_model", disable=not progress):
-            batch = [pair_tensors(p) for p in rng.sample(train_pairs, min(cfg["batch_size"], len(train_pairs)))]
+    opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=0.0)
+    rng, acc = random.Random(cfg.seed), None
+    with stage_logger(out_dir, "reward_model", cfg, use_wandb) as log:
+        for step in tqdm(range(cfg.steps), desc="reward_model", disable=not progress):
+            batch = [pair_tensors(p) for p in rng.sample(train_pairs, min(cfg.batch_size, len(train_pairs)))]
             scores = rm([c for c, _ in batch] + [r for _, r in batch])
             n = len(batch)
             loss = bradley_terry_loss(scores[:n], scores[n:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if step % cfg["log_every"] == 0 or step == cfg["steps"] - 1:
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 acc = preference_accuracy(rm, test_pairs)
                 log.log(step, loss=loss.item(), train_batch_acc=(scores[:n] > scores[n:]).float().mean().item(),
                         heldout_pref_acc=acc)
@@ -121,4 +140,4 @@ def train(cfg: dict, out_dir, progress: bool = True) -> dict:
 
 
 if __name__ == "__main__":
-    stage_cli("reward_model", DEFAULTS, train, __doc__.splitlines()[0])
+    stage_cli(RewardModelConfig(), train, __doc__.splitlines()[0])

@@ -1,14 +1,15 @@
 """Shared pieces of the training stages: configs, batches, log-probs, evaluation, saving.
 
 Every stage module (`train_base`, `train_sft`, `train_reward_model`, `train_dpo`, `train_ppo`,
-`train_grpo`) is a `train(cfg, out_dir)` function plus an argparse CLI built from its `DEFAULTS`
-dict; `pipeline.py` calls them in order. What they share lives here, so each stage file reads as
-just its own algorithm.
+`train_grpo`) is a config dataclass whose defaults are the shipped recipe (`config.py`), a
+`train(cfg, out_dir)` function, and a command line built from the config; `pipeline.py` calls them
+in the order of the stage registry (`stages.py`). What they share lives here, so each stage file
+reads as just its own algorithm.
 """
 import argparse
-import math
 import random
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -17,11 +18,11 @@ import torch.nn.functional as F
 from lessons_lib.calculator import calculator_forced_byte_mask
 from lessons_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lessons_lib.cli import ArgumentParser, UsageError, check_writable, cli_errors, positive_int
+from lessons_lib.config import StageConfig
 from lessons_lib.data import load_qa_pairs, solution_with_answer_tag
 from lessons_lib.losses import masked_mean, token_logprobs
 from lessons_lib.metrics import MetricsLogger
 from lessons_lib.model import GPT, GPTConfig
-from lessons_lib.synthetic import TEACHERS
 from lessons_lib.tokenizer import PAD, encode_conversation, encode_prompt
 
 
@@ -34,63 +35,70 @@ def parse_bool(text: str) -> bool:
     return text.lower() in {"1", "true", "yes"}
 
 
-def add_config_args(parser: argparse.ArgumentParser, defaults: dict) -> argparse.ArgumentParser:
-    """One --flag per config key, typed from its default (bools accept true/false)."""
-    for key, value in defaults.items():
-        kind = type(value)
-        if kind is bool:
-            parser.add_argument(f"--{key}", type=parse_bool, default=value)
-        else:
-            parser.add_argument(f"--{key}", type=kind if value is not None else str, default=value)
+def add_config_args(parser: argparse.ArgumentParser, config: StageConfig) -> argparse.ArgumentParser:
+    """One --flag per config field, typed from its declaration, defaulting to `config`'s value."""
+    for f in fields(config):
+        kind = f.type if isinstance(f.type, type) else type(f.default)
+        parser.add_argument(f"--{f.name}", type=parse_bool if kind is bool else kind, default=getattr(config, f.name),
+                            metavar="true|false" if kind is bool else None, help=f.metadata.get("help") or None)
     return parser
 
 
-_MAY_BE_ZERO = ("seed", "warmup", "offset", "coef", "gamma", "lam", "frac")  # name parts: 0 makes sense
+INPUT_FILES = ("init", "pairs", "reward_model")  # fields naming a file an earlier stage wrote
 
 
-def validate_stage_args(args: dict) -> None:
-    """Refuse (UsageError) a stage config that cannot train, before anything is loaded: counts and
-    sizes >= 1 (seeds, offsets, warmup >= 0), rates and temperatures > 0, coefficients >= 0,
-    fractions <= 1, n_head dividing n_embd, input files present, --out writable."""
-    for key, value in args.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        zero_ok = any(part in key for part in _MAY_BE_ZERO)
-        if isinstance(value, int) and value < (0 if zero_ok else 1):
-            raise UsageError(f"--{key} {value}: must be >= {0 if zero_ok else 1}")
-        if isinstance(value, float) and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
-            raise UsageError(f"--{key} {value}: must be a finite number {'>= 0' if zero_ok else '> 0'}")
-        if key.endswith("frac") and value > 1:
-            raise UsageError(f"--{key} {value}: a fraction, between 0 and 1")
-    if args.get("teacher", "flawed") not in TEACHERS:
-        raise UsageError(f"--teacher {args['teacher']}: use one of {', '.join(TEACHERS)}")
-    if "n_embd" in args and "n_head" in args and args["n_embd"] % args["n_head"]:
-        raise UsageError(f"--n_head {args['n_head']} must divide --n_embd {args['n_embd']}")
-    for key in ("init", "pairs"):  # files written by an earlier stage
-        if args.get(key) and not Path(args[key]).is_file():
-            raise UsageError(f"--{key} {args[key]}: no such file (train the earlier stages first: `make checkpoints`)")
-    check_writable(Path(args["out"]) / "logs" / "stage.jsonl", "--out")
+def check_stage_config(cfg: StageConfig, out) -> None:
+    """Refuse (UsageError) a stage config that cannot train, before anything is loaded: every field
+    within its declared bounds (`StageConfig.problems`), input files present, `out` writable."""
+    cfg.validate()
+    for key in INPUT_FILES:
+        path = getattr(cfg, key, "")
+        if path and not Path(path).is_file():
+            raise UsageError(f"--{key} {path}: no such file (train the earlier stages first: `make checkpoints`)")
+    check_writable(Path(out) / "logs" / "stage.jsonl", "--out")
 
 
-def stage_cli(name: str, defaults: dict, train_fn, doc: str):
-    """The CLI every stage shares: its config flags, --out (checkpoint folder), --threads, --use_wandb."""
-    parser = ArgumentParser(prog=f"python -m lessons_lib.train_{name}", description=doc)
+def stage_cli(config: StageConfig, train_fn, doc: str, presets=None):
+    """The command line every stage shares: one flag per config field (defaults: `config`, the
+    shipped recipe), --out (checkpoint folder), --threads, --use_wandb. `presets` maps a --stage name
+    to a function giving that stage's recipe (a stage trained by the same module, e.g. ppo_rm)."""
+    name = type(config).__name__.removesuffix("Config").lower()
+    parser = ArgumentParser(prog=f"python -m {train_fn.__module__}", description=doc)
     parser.add_argument("--out", default="checkpoints", help="folder for the .pt and logs/<stage>.jsonl")
     parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads (a model this small: 1 is ~as fast as 2)")
     parser.add_argument("--use_wandb", type=parse_bool, default=False, metavar="true|false",
                         help="also mirror the metrics to Weights & Biases (offline unless WANDB_MODE says "
                              "otherwise); the JSONL log is always written")
-    add_config_args(parser, defaults)
+    stage, init = _preset_stage(config, presets)
+    if stage is not None:
+        try:  # that stage's shipped recipe (it may read the checkpoint it starts from)
+            config = presets[stage](**({"init": init} if init else {}))
+        except UsageError as e:
+            parser.error(str(e))
+    add_config_args(parser, config)
     args = vars(parser.parse_args())
+    out, threads, use_wandb = Path(args.pop("out")), args.pop("threads"), args.pop("use_wandb")
     try:
-        validate_stage_args(args)
+        cfg = type(config)(**args)
+        check_stage_config(cfg, out)
     except UsageError as e:
         parser.error(str(e))  # one line, exit status 2, nothing loaded yet
-    out = Path(args.pop("out"))
-    torch.set_num_threads(args.pop("threads"))
+    torch.set_num_threads(threads)
     with cli_errors(CheckpointError):
-        summary = train_fn(args, out)
-    print({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
+        summary = train_fn(cfg, out, use_wandb=use_wandb)
+    print({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, f"({name})")
+
+
+def _preset_stage(config, presets) -> tuple[str | None, str | None]:
+    """(--stage, --init) from the command line when --stage names a preset (read before the other
+    flags, whose defaults it sets), else (None, None)."""
+    if not presets:
+        return None, None
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--stage", default=getattr(config, "stage", None))
+    probe.add_argument("--init", default=None)
+    known, _ = probe.parse_known_args()
+    return (known.stage, known.init) if known.stage in presets else (None, None)
 
 
 def seed_everything(seed: int):
@@ -98,10 +106,9 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def new_model(cfg: dict) -> GPT:
+def new_model(cfg) -> GPT:
     """A fresh GPT with the dims in cfg (the checkpoint stores them, loaders read them back)."""
-    model = GPT(GPTConfig(n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"],
-                          max_seq_len=cfg["max_seq_len"]))
+    model = GPT(GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, max_seq_len=cfg.max_seq_len))
     model.calculator = True  # the course models always write arithmetic through the calculator
     return model
 
@@ -114,18 +121,18 @@ def load_trainable(path) -> GPT:
 
 
 def save_stage(out_dir, stage: str, model: GPT, parent: str | None, training: dict) -> Path:
-    """checkpoints/<stage>.pt with the meta every stage carries (see SPEC: Checkpoints)."""
-    training = {k: v for k, v in training.items() if k != "use_wandb"}  # how it was watched, not trained
+    """checkpoints/<stage>.pt with the meta every stage carries (`checkpoint.py` describes the format):
+    its stage name, the calculator flag, the checkpoint it started from and its training config."""
     meta = {"stage": stage, "calculator": True, "parent": parent, "training": training}
     model.meta = meta
     return save_checkpoint(Path(out_dir) / f"{stage}.pt", model, meta)
 
 
-def stage_logger(out_dir, stage: str, cfg: dict) -> MetricsLogger:
-    """logs/<stage>.jsonl next to the checkpoint, mirrored to W&B when cfg["use_wandb"] is true
-    (a flag of the run, not of the recipe: it is never stored in the checkpoint's config)."""
-    return MetricsLogger(Path(out_dir) / "logs" / f"{stage}.jsonl", use_wandb=bool(cfg.get("use_wandb")),
-                         run_name=stage, config={k: v for k, v in cfg.items() if k != "use_wandb"})
+def stage_logger(out_dir, stage: str, cfg: StageConfig, use_wandb: bool = False) -> MetricsLogger:
+    """logs/<stage>.jsonl next to the checkpoint, mirrored to W&B when `use_wandb` (a flag of the
+    run, not of the recipe: it is never stored in the checkpoint's config)."""
+    return MetricsLogger(Path(out_dir) / "logs" / f"{stage}.jsonl", use_wandb=use_wandb, run_name=stage,
+                         config=cfg.to_dict())
 
 
 class Timer:
@@ -198,7 +205,8 @@ def dataset_loss(model, examples, batch_size: int = 32) -> float:
 
 
 def cycle_batches(examples, batch_size: int, rng: random.Random):
-    """Endless shuffled epochs over a fixed pool of examples."""
+    """Endless shuffled epochs over a fixed pool, `batch_size` items at a time (SFT examples, RL
+    prompts); the last incomplete batch of an epoch is dropped, so every batch has the same size."""
     while True:
         order = list(range(len(examples)))
         rng.shuffle(order)
@@ -220,30 +228,25 @@ def rollout_batch(prompts: list[list[int]], generations):
     return idx, policy_mask, response_mask
 
 
-def sequence_logprobs(model, idx, return_hidden: bool = False):
+def sequence_logprobs(model, idx, temperature: float = 1.0, return_hidden: bool = False):
     """(B, T) ids -> (B, T-1) log p(idx[:, t+1] | idx[:, :t+1]) [and hidden states (B, T-1, C)].
-    Position t of the output scores token t+1, so masks are shifted the same way: mask[:, 1:]."""
+    Position t of the output scores token t+1, so masks are shifted the same way: mask[:, 1:].
+
+    `temperature`: the log-probs of the distribution softmax(logits / T). An RL trainer passes the
+    temperature its rollouts were *sampled* at, for the old, new and reference log-probs alike, so the
+    importance ratio and the KL are taken against the policy that produced the samples (as TRL and
+    verl do); at T = 1 they would describe a different, flatter or sharper, policy."""
     logits, hidden = model(idx[:, :-1], return_hidden=True)
-    logp = token_logprobs(logits, idx[:, 1:])
+    logp = token_logprobs(logits / temperature if temperature != 1.0 else logits, idx[:, 1:])
     return (logp, hidden) if return_hidden else logp
 
 
-def sample(model, prompts, cfg: dict, generator: torch.Generator):
-    """One sampled response per prompt, with details (token ids, which were forced, finished)."""
+def sample_responses(model, prompts, max_new_tokens: int, temperature: float, generator: torch.Generator):
+    """One sampled response per prompt, with details (token ids, which were forced, finished, the
+    sampler's log-probs), with the calculator, as at test time."""
     from lessons_lib.generation import batched_generate
-    return batched_generate(model, prompts, max_new_tokens=cfg["max_new_tokens"], greedy=False,
-                            temperature=cfg["temperature"], generator=generator, return_details=True,
-                            batch_size=64, progress=False)
-
-
-def prompt_stream(pairs, n_per_step: int, seed: int):
-    """Endless shuffled epochs over RL prompts, `n_per_step` (question, answer) pairs at a time."""
-    rng = random.Random(seed)
-    while True:
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        for s in range(0, len(order) - n_per_step + 1, n_per_step):
-            yield [pairs[i] for i in order[s:s + n_per_step]]
+    return batched_generate(model, prompts, max_new_tokens=max_new_tokens, greedy=False, temperature=temperature,
+                            generator=generator, return_details=True, batch_size=64, progress=False)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -255,7 +258,7 @@ def evaluate(model, qa_pairs, max_new_tokens: int = 256) -> float:
     return acc
 
 
-def qa(split: str, limit: int | None = None, offset: int = 0) -> list[tuple[str, str]]:
+def synthetic_pairs(split: str, limit: int | None = None, offset: int = 0) -> list[tuple[str, str]]:
     """Synthetic (question, answer) pairs from the course's loader; `offset` skips the first ones
     (stages draw disjoint slices of the train split: SFT pool, RL prompts, preference prompts)."""
     pairs = load_qa_pairs("synthetic", split, limit=None if limit is None else offset + limit)

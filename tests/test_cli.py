@@ -165,7 +165,7 @@ def test_every_cli_has_help(capsys, monkeypatch):
     from lessons_lib.training import stage_cli
     monkeypatch.setattr("sys.argv", ["train_sft", "--help"])
     mains = [load_script(name).main for name in ("eval_post_training", "make_table", "bench_generation")]
-    mains += [chat.main, lambda argv: stage_cli("sft", train_sft.DEFAULTS, None, "doc")]
+    mains += [chat.main, lambda argv: stage_cli(train_sft.SFTConfig(), train_sft.train, "doc")]
     for main in mains:
         code, out, err = _exit(capsys, main, "--help")
         assert code == 0 and out.startswith("usage:") and err == ""

@@ -8,10 +8,11 @@ from lessons_lib import train_base, train_grpo, train_sft
 from lessons_lib.checkpoint import load_checkpoint
 from lessons_lib.generation import Generation
 from lessons_lib.tokenizer import EOT, PAD, decode, encode, encode_prompt
-from lessons_lib.train_sft import lr_at
+from lessons_lib.train_sft import SFTConfig, lr_at
 from lessons_lib.training import (collate, lm_loss, new_model, rollout_batch, sequence_logprobs,
                                   sft_example, sft_target, stage_cli)
 
+CONFIG_OF = {train_base: train_base.BaseConfig, train_sft: SFTConfig, train_grpo: train_grpo.GRPOConfig}
 QUESTION = "Mia has 3 boxes of 4 pens. How many pens?"
 ANSWER = "<<3*4=12>>12 pens\n#### 12"
 
@@ -45,7 +46,7 @@ def test_rollout_masks_exclude_prompt_padding_and_forced():
 
 def test_logprobs_and_loss_agree_and_padding_does_not_leak():
     torch.manual_seed(0)
-    model = new_model(dict(n_layer=1, n_head=2, n_embd=16, max_seq_len=64)).eval()
+    model = new_model(train_base.BaseConfig(n_layer=1, n_head=2, n_embd=16, max_seq_len=64)).eval()
     seq = encode("hello")
     alone = sequence_logprobs(model, torch.tensor([seq]))
     idx, mask = collate([seq, seq + encode(" world")], [[1] * 5, [1] * 11])
@@ -56,13 +57,13 @@ def test_logprobs_and_loss_agree_and_padding_does_not_leak():
 
 
 def test_sft_lr_schedule_warmup_then_cosine_floor():
-    cfg = dict(lr=1.0, warmup=10, steps=110, min_lr_frac=0.1)
+    cfg = SFTConfig(lr=1.0, warmup=10, steps=110, decay_steps=110, min_lr_frac=0.1)
     assert lr_at(5, cfg) == 0.5 and lr_at(10, cfg) == 1.0
     assert abs(lr_at(110, cfg) - 0.1) < 1e-9 and abs(lr_at(60, cfg) - 0.55) < 1e-9
-    assert lr_at(50, dict(cfg, min_lr_frac=1.0)) == 1.0  # the control's constant rate
-    early = dict(cfg, decay_steps=60)  # the decay ends at step 60, then the floor holds
+    assert lr_at(50, cfg.updated(min_lr_frac=1.0)) == 1.0  # the control's constant rate
+    early = cfg.updated(decay_steps=60)  # the decay ends at step 60, then the floor holds
     assert abs(lr_at(35, early) - 0.55) < 1e-9 and abs(lr_at(60, early) - 0.1) < 1e-9 and lr_at(100, early) == lr_at(60, early)
-    assert lr_at(110, dict(cfg, decay_steps=500)) == lr_at(110, cfg)  # never past the step budget
+    assert lr_at(110, cfg.updated(decay_steps=500)) == lr_at(110, cfg)  # never past the step budget
 
 
 # ---------------------------------------------------------------- the trainers' CLIs refuse bad arguments
@@ -71,16 +72,18 @@ def test_sft_lr_schedule_warmup_then_cosine_floor():
 @pytest.mark.parametrize("module, argv, message", [
     (train_sft, ["--steps", "0"], "--steps 0: must be >= 1"),
     (train_sft, ["--batch_size", "-4"], "--batch_size -4: must be >= 1"),
-    (train_sft, ["--lr", "0"], "--lr 0.0: must be a finite number > 0"),
-    (train_sft, ["--lr", "nan"], "--lr nan: must be a finite number > 0"),
-    (train_sft, ["--min_lr_frac", "2"], "--min_lr_frac 2.0: a fraction, between 0 and 1"),
+    (train_sft, ["--lr", "0"], "--lr 0.0: must be > 0"),
+    (train_sft, ["--lr", "nan"], "--lr nan: must be a finite number"),
+    (train_sft, ["--min_lr_frac", "2"], "--min_lr_frac 2.0: must be <= 1"),
+    (train_sft, ["--teacher", "nobody"], "--teacher 'nobody': use one of flawed, gold"),
     (train_sft, ["--early_stop", "maybe"], "argument --early_stop: expected true or false"),
     (train_sft, ["--threads", "0"], "argument --threads: must be >= 1"),
     (train_sft, ["--init", "no/such.pt"], "--init no/such.pt: no such file"),
-    (train_base, ["--n_head", "3"], "--n_head 3 must divide --n_embd 64"),
+    (train_base, ["--n_head", "3"], "--n_head 3 must divide --n_embd 128"),
     (train_base, ["--max_seq_len", "0"], "--max_seq_len 0: must be >= 1"),
-    (train_grpo, ["--temperature", "-1"], "--temperature -1.0: must be a finite number > 0"),
-    (train_grpo, ["--kl_coef", "-0.1"], "--kl_coef -0.1: must be a finite number >= 0"),
+    (train_grpo, ["--temperature", "-1"], "--temperature -1.0: must be > 0"),
+    (train_grpo, ["--kl_coef", "-0.1"], "--kl_coef -0.1: must be >= 0"),
+    (train_grpo, ["--minibatches", "65"], "--minibatches 65 exceeds the 64 rollouts of a step"),
     (train_grpo, ["--out", "/proc/nope"], "--out /proc/nope/logs/stage.jsonl cannot be written"),
 ])
 def test_stage_cli_refuses_bad_arguments_before_training(monkeypatch, capsys, tmp_path, module, argv, message):
@@ -92,7 +95,7 @@ def test_stage_cli_refuses_bad_arguments_before_training(monkeypatch, capsys, tm
     def never(*a):
         raise AssertionError("training started")
     with pytest.raises(SystemExit) as e:
-        stage_cli(module.__name__.rsplit("_", 1)[-1], module.DEFAULTS, never, "doc")
+        stage_cli(CONFIG_OF[module](), never, "doc")
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
@@ -104,15 +107,15 @@ def test_stage_cli_accepts_the_defaults(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("sys.argv", ["train"])
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # leave the test process's threads alone
     seen = {}
-    stage_cli("sft", train_sft.DEFAULTS, lambda cfg, out: seen.update(cfg=cfg, out=out) or {"ok": 1}, "doc")
-    assert seen["cfg"] == {**train_sft.DEFAULTS, "use_wandb": False} and seen["out"].name == "checkpoints"
+    stage_cli(SFTConfig(), lambda cfg, out, use_wandb: seen.update(cfg=cfg, out=out, wandb=use_wandb) or {"ok": 1}, "doc")
+    assert seen["cfg"] == SFTConfig() and seen["out"].name == "checkpoints" and seen["wandb"] is False
 
 
 # ---------------------------------------------------------------- --use_wandb (the seed's metrics flag)
 
 def _tiny_base_cfg(**extra):
     from lessons_lib import pipeline, train_base
-    return {**train_base.DEFAULTS, **pipeline.MICRO["base"], "steps": 3, "log_every": 1, **extra}
+    return train_base.BaseConfig(**{**pipeline.MICRO["base_pretrained"], "steps": 3, "log_every": 1, **extra})
 
 
 def test_use_wandb_mirrors_every_logged_line_to_wandb(tmp_path, monkeypatch):
@@ -134,7 +137,7 @@ def test_use_wandb_mirrors_every_logged_line_to_wandb(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))  # a stand-in module
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    train_base.train(_tiny_base_cfg(use_wandb=True), tmp_path, progress=False)
+    train_base.train(_tiny_base_cfg(), tmp_path, progress=False, use_wandb=True)
     assert calls["log"] == read_metrics(tmp_path / "logs" / "base_pretrained.jsonl")  # the same numbers
     assert calls["mode"] == "offline" and calls["name"] == "base_pretrained" and calls["finished"] == 1
     assert "use_wandb" not in calls["config"] and calls["config"]["steps"] == 3
@@ -145,16 +148,17 @@ def test_use_wandb_without_wandb_says_so_and_trains_on(tmp_path, monkeypatch, ca
     from lessons_lib import train_base
     from lessons_lib.metrics import read_metrics
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
-    train_base.train(_tiny_base_cfg(use_wandb=True), tmp_path, progress=False)
+    train_base.train(_tiny_base_cfg(), tmp_path, progress=False, use_wandb=True)
     assert "wandb is not installed" in capsys.readouterr().err
     assert len(read_metrics(tmp_path / "logs" / "base_pretrained.jsonl")) == 3
     assert (tmp_path / "base_pretrained.pt").exists()
 
 
-def test_pipeline_passes_use_wandb_to_every_stage(tmp_path):
+def test_pipeline_passes_the_seed_to_every_stage_and_keeps_use_wandb_out_of_the_recipe(tmp_path):
+    from dataclasses import fields
     from lessons_lib import pipeline
-    cfgs = pipeline.stage_configs(pipeline.MICRO, tmp_path, use_wandb=True, seed=2)
-    assert all(c["use_wandb"] is True and c["seed"] == 2 for c in cfgs.values())
+    cfgs = pipeline.stage_configs(tmp_path, micro=True, seed=2)
+    assert all(c.seed == 2 and "use_wandb" not in {f.name for f in fields(c)} for c in cfgs.values())
 
 
 def test_first_lane_rerun_is_bit_identical(tmp_path):
