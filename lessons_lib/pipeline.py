@@ -5,9 +5,9 @@
     python -m lessons_lib.pipeline --out /tmp/gold --teacher gold   # the ablation: a perfect teacher
     python -m lessons_lib.pipeline --out /tmp/ck --micro        # the whole pipeline in ~2 minutes
 
-Order: base_pretrained -> sft -> (preference pairs + reward model) -> dpo -> ppo -> grpo ->
-sft_continued (the control: SFT trained further on the same demonstrations for as many
-sequences as GRPO trained on). Every post-SFT stage starts from sft.pt. Then each checkpoint is
+Order: base_pretrained -> sft -> (preference pairs + reward model) -> dpo -> ppo -> ppo_rm (PPO on
+the reward model) -> grpo -> sft_continued (the control: SFT trained further on the same
+demonstrations for as many optimizer steps and sequences as GRPO). Every post-SFT stage starts from sft.pt. Then each checkpoint is
 scored greedily on the 500-problem synthetic *test* split by the repo's scorer, and
 `manifest.json` records sha256, parameters, config, seconds, accuracy with its 95% Wilson
 interval, KL at the end of PPO/GRPO, and exact McNemar p-values against SFT and the control.
@@ -26,18 +26,19 @@ from lessons_lib.checkpoint import CheckpointError, load_checkpoint
 from lessons_lib.cli import ArgumentParser, UsageError, check_writable, cli_errors
 from lessons_lib.scoring import gsm8k_accuracy
 from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
-from lessons_lib.stages import STAGE_NAMES as STAGES, stage
+from lessons_lib.stages import CONTROL, PARENT, STAGE_NAMES as STAGES, stage
 from lessons_lib.synthetic import TEACHERS, TRAPS, synthetic_problems, teacher_qa_pairs, trap_report
 from lessons_lib.train_base import BaseConfig
 from lessons_lib.train_dpo import DPOConfig
 from lessons_lib.train_grpo import GRPOConfig, optimizer_steps_and_batch
-from lessons_lib.train_ppo import PPOConfig
+from lessons_lib.train_ppo import PPOConfig, ppo_rm_config
 from lessons_lib.train_reward_model import RewardModelConfig
 from lessons_lib.train_sft import SFTConfig, control_config
 from lessons_lib.training import parse_bool, synthetic_pairs
 
 CONFIGS = {"base_pretrained": BaseConfig, "sft": SFTConfig, "reward_model": RewardModelConfig, "dpo": DPOConfig,
-           "ppo": PPOConfig, "grpo": GRPOConfig}  # each one's defaults are the shipped recipe
+           "ppo": PPOConfig, "ppo_rm": ppo_rm_config, "grpo": GRPOConfig}  # each one's defaults are the shipped recipe
+RL_STAGES = ("ppo", "ppo_rm", "grpo")
 TEST_N = 500  # the synthetic test split, scored greedily once every stage is trained
 
 MICRO = {  # the only override of the shipped recipe: same code paths, tiny sizes (the smoke test, ~1 minute)
@@ -48,7 +49,10 @@ MICRO = {  # the only override of the shipped recipe: same code paths, tiny size
     "reward_model": dict(prompts=8, samples=4, gold_fallback=True, steps=2, batch_size=4, max_new_tokens=48,
                          log_every=1),
     "dpo": dict(steps=2, batch_size=4, dev_acc_n=4, max_new_tokens=48, log_every=1),
-    "ppo": dict(steps=2, prompts_per_step=4, samples_per_prompt=2, eval_every=2, dev_acc_n=4, max_new_tokens=48),
+    "ppo": dict(steps=2, prompts_per_step=4, samples_per_prompt=2, eval_every=2, dev_acc_n=4, max_new_tokens=48,
+                curve_prompts=4),
+    "ppo_rm": dict(steps=2, prompts_per_step=4, samples_per_prompt=2, eval_every=2, dev_acc_n=4, max_new_tokens=48,
+                   curve_prompts=4),
     "grpo": dict(steps=2, prompts_per_step=2, group_size=4, eval_every=2, dev_acc_n=4, max_new_tokens=48),
     "test_n": 8,
 }
@@ -62,7 +66,8 @@ def stage_configs(out: Path, micro: bool = False, sft_best_step: int | None = No
     ck = lambda name: str(Path(out) / f"{name}.pt")  # noqa: E731
     paths = {"sft": dict(init=ck("base_pretrained"), teacher=teacher), "reward_model": dict(init=ck("sft")),
              "dpo": dict(init=ck("sft"), pairs=str(Path(out) / "logs" / "preference_pairs.jsonl")),
-             "ppo": dict(init=ck("sft")), "grpo": dict(init=ck("sft"))}
+             "ppo": dict(init=ck("sft"), reward_model=ck("reward_model")),  # ppo only logs the reward model's score
+             "ppo_rm": dict(init=ck("sft"), reward_model=ck("reward_model")), "grpo": dict(init=ck("sft"))}
     cfgs = {name: cls().updated(seed=seed, **(MICRO[name] if micro else {}), **paths.get(name, {}))
             for name, cls in CONFIGS.items()}
     steps, batch = optimizer_steps_and_batch(cfgs["grpo"])  # the control: as many sequences as GRPO, in as many steps
@@ -94,7 +99,7 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict:
     return {"fixed": fixed, "broke": broke, "p": mcnemar_exact(fixed, broke)}
 
 
-PARALLEL_LANES = [["grpo", "sft_continued"], ["reward_model", "dpo", "ppo"]]  # all start from sft.pt; ~equal wall time
+PARALLEL_LANES = [["grpo", "sft_continued"], ["reward_model", "dpo", "ppo", "ppo_rm"]]  # all start from sft.pt
 FIRST_LANE_THREADS = 1  # one thread: a full-size rerun is bit-identical (two threads were 1.8x faster but were not, see docs)
 
 
@@ -170,9 +175,7 @@ def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher:
 
 def write_manifest(out: Path, test_n: int, cfgs, stages, seconds, micro) -> dict:
     correct = {name: stages[name].pop("_correct") for name in STAGES}
-    comparisons = {f"{a}_vs_{b}": mcnemar(correct[a], correct[b]) for a, b in
-                   [("dpo", "sft"), ("ppo", "sft"), ("grpo", "sft"), ("grpo", "sft_continued"),
-                    ("sft_continued", "sft"), ("ppo", "sft_continued"), ("dpo", "sft_continued")]}
+    comparisons = {f"{a}_vs_{b}": mcnemar(correct[a], correct[b]) for a, b in comparison_pairs()}
     sft_cfg = cfgs["sft"]
     demos = teacher_qa_pairs("train", sft_cfg.pool, sft_cfg.teacher, sft_cfg.teacher_rate, sft_cfg.teacher_samples)
     gold = [pair for pair in synthetic_pairs("train", sft_cfg.pool) for _ in range(sft_cfg.teacher_samples)]
@@ -185,7 +188,8 @@ def write_manifest(out: Path, test_n: int, cfgs, stages, seconds, micro) -> dict
                              "decoding": "greedy", "calculator": True, "max_new_tokens": 256},
                 "phase_seconds": stages["phases"], "torch": torch.__version__, "threads": {
                     "base_and_sft": FIRST_LANE_THREADS, "each_rl_lane": 1},
-                "stages": {}, "comparisons": comparisons, "reward_model": stages["reward_model"]}
+                "stages": {}, "comparisons": comparisons, "reward_model": stages["reward_model"],
+                "rl": {name: rl_settings(cfgs[name], stages[name]) for name in RL_STAGES}}
     for name in STAGES:
         path = out / f"{name}.pt"
         model = load_checkpoint(path, device="cpu")
@@ -197,6 +201,22 @@ def write_manifest(out: Path, test_n: int, cfgs, stages, seconds, micro) -> dict
         json.dump(manifest, f, indent=1)
     print(f"[pipeline] wrote {out / 'manifest.json'} (total {seconds / 60:.1f} min)", flush=True)
     return manifest
+
+
+def comparison_pairs() -> list[tuple[str, str]]:
+    """Every paired test the manifest records: each stage against its parent and its control (the
+    stage registry), and the two PPOs against each other (verifier vs learned reward)."""
+    return [(s, PARENT[s]) for s in STAGES if s in PARENT] + [(s, CONTROL[s]) for s in STAGES if s in CONTROL] \
+        + [("ppo_rm", "ppo")]
+
+
+def rl_settings(cfg, summary: dict) -> dict:
+    """What an RL stage did, in the terms the papers use: sampling temperature (every log-prob is taken
+    at it), loss aggregation, epochs and minibatches over each batch, and how often the clip acted."""
+    return {"reward": getattr(cfg, "reward", "verifier"), "temperature": cfg.temperature,
+            "loss_agg": getattr(cfg, "loss_agg", "token-mean"), "epochs": cfg.epochs, "minibatches": cfg.minibatches,
+            "kl_coef": cfg.kl_coef, "kl_estimator": "k3 in the loss" if hasattr(cfg, "loss_agg") else "k1 in the reward",
+            "mean_clip_frac": summary.get("mean_clip_frac"), "final_kl": summary.get("final_kl")}
 
 
 def same_weights(out_a, out_b) -> dict:

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from lessons_lib.stages import STAGE_NAMES as STAGES
+from lessons_lib.stages import STAGE_NAMES
 
 # (name, comparison key in the manifest or None, minimum margin in points, p-value bound): the targets
 MARGIN_TARGETS = [
@@ -61,14 +61,19 @@ def target_checks(manifest: dict) -> list[tuple[str, str, bool]]:
     return checks
 
 
+def stages_in(manifests: list[dict]) -> list[str]:
+    """The registry's stages that every manifest has (a manifest written before `ppo_rm` existed lacks it)."""
+    return [s for s in STAGE_NAMES if all(s in m["stages"] for m in manifests)]
+
+
 def seed_summary(manifest: dict) -> dict:
     """One seed's row: accuracies (%), margins (points) with p, final KLs, and its target checks."""
     stages, n = manifest["stages"], manifest["stages"]["sft"]["n"]
     return {"seed": manifest.get("seed"),
-            "accuracy": {s: round(100 * stages[s]["accuracy"], 1) for s in STAGES},
+            "accuracy": {s: round(100 * stages[s]["accuracy"], 1) for s in stages_in([manifest])},
             "margins": {key: {"points": round(margin(manifest["comparisons"][key], n), 1),
                               "p": manifest["comparisons"][key]["p"]} for _, key, _, _ in MARGIN_TARGETS},
-            "final_kl": {s: stages[s].get("final_kl") for s in ("ppo", "grpo")},
+            "final_kl": {s: stages[s].get("final_kl") for s in ("ppo", "ppo_rm", "grpo") if s in stages},
             "targets": {name: ok for name, _, ok in target_checks(manifest)},
             "total_minutes": round(manifest["total_seconds"] / 60, 1)}
 
@@ -76,7 +81,7 @@ def seed_summary(manifest: dict) -> dict:
 def summarize(manifests: list[dict]) -> dict:
     """Every seed's summary, plus the mean and the worst seed of each accuracy and margin."""
     rows = [seed_summary(m) for m in manifests]
-    acc = {s: [r["accuracy"][s] for r in rows] for s in STAGES}
+    acc = {s: [r["accuracy"][s] for r in rows] for s in stages_in(manifests)}
     marg = {k: [r["margins"][k]["points"] for r in rows] for _, k, _, _ in MARGIN_TARGETS}
     return {"seeds": rows,
             "mean": {"accuracy": {s: round(sum(v) / len(v), 1) for s, v in acc.items()},
@@ -86,24 +91,28 @@ def summarize(manifests: list[dict]) -> dict:
             "all_targets_hold": all(all(r["targets"].values()) for r in rows)}
 
 
+SHORT = {"base_pretrained": "base", "sft_continued": "control"}
+
+
 def render(summary: dict) -> str:
     """The seeds table as Markdown: accuracies, margins (p), KL, minutes, targets."""
-    head = ("| seed | base | sft | dpo | ppo | grpo | control | dpo−sft | ppo−sft | grpo−sft | grpo−control "
-            "| KL ppo / grpo | minutes | targets |")
+    stages = list(summary["mean"]["accuracy"])
+    kls = [s for s in ("ppo", "ppo_rm", "grpo") if all(s in r["final_kl"] for r in summary["seeds"])]
+    head = ("| seed | " + " | ".join(SHORT.get(s, s) for s in stages) + " | dpo−sft | ppo−sft | grpo−sft | grpo−control "
+            f"| KL {' / '.join(kls)} | minutes | targets |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in summary["seeds"]:
         a, m = r["accuracy"], r["margins"]
-        cells = [str(r["seed"])] + [f"{a[s]:.1f}" for s in STAGES]
+        cells = [str(r["seed"])] + [f"{a[s]:.1f}" for s in stages]
         cells += [f"{m[k]['points']:+.1f} (p={m[k]['p']:.1g})" for _, k, _, _ in MARGIN_TARGETS]
-        kl = r["final_kl"]
-        cells += [f"{kl['ppo']:.3f} / {kl['grpo']:.3f}", f"{r['total_minutes']:.1f}",
+        cells += [" / ".join(f"{r['final_kl'][s]:.3f}" for s in kls), f"{r['total_minutes']:.1f}",
                   "all hold" if all(r["targets"].values()) else
                   "missed: " + ", ".join(k for k, ok in r["targets"].items() if not ok)]
         lines.append("| " + " | ".join(cells) + " |")
     mean, worst = summary["mean"], summary["worst"]
-    lines.append("| mean | " + " | ".join(f"{mean['accuracy'][s]:.1f}" for s in STAGES) + " | "
+    lines.append("| mean | " + " | ".join(f"{mean['accuracy'][s]:.1f}" for s in stages) + " | "
                  + " | ".join(f"{mean['margins'][k]:+.1f}" for _, k, _, _ in MARGIN_TARGETS) + " | | | |")
-    lines.append("| worst | | | | | | | " + " | ".join(
+    lines.append("| worst | " + "| " * len(stages) + " | ".join(
         f"{worst['margins'][k]:+.1f} (p={worst['max_p'][k]:.1g})" for _, k, _, _ in MARGIN_TARGETS) + " | | | |")
     return "\n".join(lines)
 

@@ -8,11 +8,13 @@ notebooks): adding a stage is one line here plus its trainer. Order is the table
     sft              train_sft            base_pretrained        -
     dpo              train_dpo            sft                    sft_continued
     ppo              train_ppo            sft                    sft_continued
+    ppo_rm           train_ppo            sft                    sft_continued   (PPO on the reward model)
     grpo             train_grpo           sft                    sft_continued
     sft_continued    train_sft            sft                    -      (the control itself)
 
-`reward_model` is trained too (preference pairs for DPO, a learned scorer), but it is not a policy, so it
-has no row in the table: it is listed in `TRAINED_STEPS` only.
+`reward_model` is trained too (preference pairs for DPO, the learned reward of `ppo_rm`), but it is not a
+policy, so it has no row in the table: it is listed in `TRAINED_STEPS` only. A stage trained by another
+stage's module (`ppo_rm` by `train_ppo`) gets its recipe from that module's `--stage` preset.
 """
 from dataclasses import dataclass
 from importlib import import_module
@@ -35,6 +37,7 @@ STAGES = (
     Stage("sft", "train_sft", parent="base_pretrained"),
     Stage("dpo", "train_dpo", parent="sft", control="sft_continued"),
     Stage("ppo", "train_ppo", parent="sft", control="sft_continued"),
+    Stage("ppo_rm", "train_ppo", parent="sft", control="sft_continued"),
     Stage("grpo", "train_grpo", parent="sft", control="sft_continued"),
     Stage("sft_continued", "train_sft", parent="sft", is_control=True),
 )

@@ -9,7 +9,6 @@ prompt + answer will ever use (a model pretrained on short windows produces garb
 The base model never sees the chat tokens (USER, ASSISTANT), so asked in chat format it scores ~0%:
 it knows the *language* of the task, not how to answer a question. That is SFT's job.
 """
-import math
 import random
 from dataclasses import dataclass
 
@@ -18,8 +17,8 @@ from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from lessons_lib.config import StageConfig, knob
 from lessons_lib.tokenizer import BOS, EOT, encode
-from lessons_lib.training import (Timer, collate, cycle_batches, lm_loss, new_model, save_stage, seed_everything,
-                                  stage_cli, stage_logger, synthetic_pairs)
+from lessons_lib.training import (Timer, collate, cycle_batches, lm_loss, lr_at, new_model, save_stage,
+                                  seed_everything, stage_cli, stage_logger, synthetic_pairs)
 
 
 @dataclass
@@ -47,14 +46,6 @@ def document(question: str, answer: str) -> list[int]:
     return [BOS] + encode(question + "\n" + answer) + [EOT]
 
 
-def lr_at(step: int, cfg: BaseConfig) -> float:
-    """Linear warmup then cosine decay to 10% (pretraining can afford to anneal)."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(cfg: BaseConfig, out_dir, progress: bool = True, use_wandb: bool = False) -> dict:
     """Pretrain from random weights; write out_dir/base_pretrained.pt and logs/base_pretrained.jsonl."""
     seed_everything(cfg.seed)
@@ -65,16 +56,16 @@ def train(cfg: BaseConfig, out_dir, progress: bool = True, use_wandb: bool = Fal
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
     batches = cycle_batches(examples, cfg.batch_size, random.Random(cfg.seed))
     with stage_logger(out_dir, "base_pretrained", cfg, use_wandb) as log:
-        for step in tqdm(range(cfg.steps), desc="base_pretrained", disable=not progress):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
+        for step in tqdm(range(1, cfg.steps + 1), desc="base_pretrained", disable=not progress):
+            for group in opt.param_groups:  # decay to 10% over the whole run: pretraining can afford to anneal
+                group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, decay_end=cfg.steps, floor=0.1)
             idx, mask = collate(*zip(*next(batches)))
             loss = lm_loss(model, idx, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            if step % cfg.log_every == 0 or step == cfg.steps:
                 log.log(step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
     save_stage(out_dir, "base_pretrained", model, parent=None, training={**cfg.to_dict(), "seconds": timer.seconds})
     return {"stage": "base_pretrained", "seconds": timer.seconds, "final_loss": round(loss.item(), 4),

@@ -8,7 +8,9 @@ into a classification loss on log-probability *ratios* against the frozen SFT re
 
 plus `nll_coef` x the chosen answer's per-token NLL (prototype lesson: pure DPO at lr 1e-4 or 3e-5
 collapsed -- it can lower both answers' probabilities; lr 1e-5 with 0.5 x NLL on chosen helped).
-Log-probs sum over the tokens the model chose (calculator-forced tokens excluded).
+Log-probs sum over the tokens the model chose (calculator-forced tokens excluded), on the very token
+ids SFT sampled (each pair keeps them, see `train_reward_model.answer`); chosen and rejected are both
+finished answers, so the end-of-turn token is in both and is never a cue by itself.
 """
 import copy
 import json
@@ -18,11 +20,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
-from lessons_lib.calculator import calculator_forced_byte_mask
 from lessons_lib.config import StageConfig, knob, text
 from lessons_lib.losses import dpo_loss
 from lessons_lib.stages import stage
-from lessons_lib.tokenizer import decode
 from lessons_lib.train_reward_model import pair_tensors
 from lessons_lib.training import (Timer, collate, evaluate, load_trainable, save_stage, seed_everything,
                                   sequence_logprobs, stage_cli, stage_logger, synthetic_pairs, user_prompt)
@@ -44,11 +44,10 @@ class DPOConfig(StageConfig):
     max_new_tokens: int = knob(160, lo=1)
 
 
-def policy_mask(seq: list[int], prompt_len: int) -> list[int]:
-    """1 on reply tokens the model chose; 0 on the prompt and calculator-forced characters."""
-    reply = seq[prompt_len:]
-    forced = calculator_forced_byte_mask(decode(reply)) + [False]  # decode drops EOT; pad for it
-    return [0] * prompt_len + [0 if forced[i] else 1 for i in range(len(reply))]
+def policy_mask(prompt_len: int, answer: dict) -> list[int]:
+    """1 on the answer's tokens the model chose; 0 on the prompt and where the calculator forced one."""
+    forced = set(answer["forced"])
+    return [0] * prompt_len + [0 if i in forced else 1 for i in range(len(answer["ids"]))]
 
 
 def batch_logps(model, pairs):
@@ -56,8 +55,8 @@ def batch_logps(model, pairs):
     seqs, masks = [], []
     for p in pairs:
         n = len(user_prompt(p["question"]))
-        for s in pair_tensors(p):
-            seqs.append(s); masks.append(policy_mask(s, n))
+        for s, side in zip(pair_tensors(p), ("chosen", "rejected")):
+            seqs.append(s); masks.append(policy_mask(n, p[side]))
     idx, mask = collate(seqs, masks)
     mask = mask[:, 1:]
     logp = sequence_logprobs(model, idx) * mask

@@ -1,14 +1,17 @@
 """Stage -- reward model: preference pairs from SFT samples, and a Bradley-Terry scorer on them.
 
 1. Preference pairs. For each prompt, sample several SFT answers; a pair is (chosen = a correct
-   answer, rejected = an incorrect one) *to the same prompt*. The verifier labels them, so the
-   pairs are exact -- in RLHF a human would. DPO trains on the same pairs (`preference_pairs.jsonl`).
+   answer, rejected = an incorrect one) *to the same prompt*, both finished (so that "is it cut
+   off?" is never a free cue). The verifier labels them, so the pairs are exact -- in RLHF a human
+   would. Each answer keeps the token ids it was sampled as and which of them the calculator forced,
+   so DPO and the reward model train on exactly what the policy produced (decoding and re-encoding
+   text is not guaranteed to give the same ids). DPO trains on the same pairs (`preference_pairs.jsonl`).
 2. Reward model: the SFT network with a scalar head on the final hidden state of the last token,
    trained so that P(chosen beats rejected) = sigmoid(r_chosen - r_rejected) is high. We log its
-   accuracy on held-out pairs (prompts it never trained on).
+   accuracy on held-out pairs (prompts it never trained on) and save it as `reward_model.pt`.
 
-The course's PPO uses the exact verifier reward rather than this learned one; the reward model is
-here to show what RLHF does when no verifier exists, and how well it can learn one (its accuracy).
+The course's PPO uses the exact verifier reward rather than this learned one; the stage `ppo_rm` is
+PPO rewarded by this model instead, to show what RLHF does when no verifier exists.
 """
 import copy
 import json
@@ -20,6 +23,8 @@ import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from rewards import gsm8k_gold_answer, is_correct
+from lessons_lib.calculator import calculator_forced_byte_mask
+from lessons_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lessons_lib.config import StageConfig, knob, text
 from lessons_lib.losses import bradley_terry_loss
 from lessons_lib.tokenizer import EOT, encode
@@ -47,44 +52,97 @@ class RewardModelConfig(StageConfig):
     log_every: int = knob(5, lo=1)
 
 
+def answer(generation) -> dict:
+    """A sampled answer as a pair keeps it: its text (to read), its token ids (to train on) and the
+    positions the calculator forced (no loss there: the policy did not choose them)."""
+    return {"text": generation.text, "ids": generation.token_ids,
+            "forced": [i for i, f in enumerate(generation.forced) if f]}
+
+
+def gold_answer(answer_field: str) -> dict:
+    """The gold solution as an answer (micro config only: an untrained model is never right)."""
+    text = sft_target(answer_field)
+    forced = calculator_forced_byte_mask(text)
+    return {"text": text, "ids": encode(text) + [EOT], "forced": [i for i, f in enumerate(forced) if f]}
+
+
 def build_pairs(model, pairs, cfg: RewardModelConfig, generator) -> list[dict]:
-    """Sample `samples` answers per question; pair correct (chosen) with incorrect (rejected)."""
+    """Sample `samples` answers per question; pair finished correct (chosen) with finished incorrect
+    (rejected) answers to the same question."""
     prompts = [user_prompt(q) for q, _ in pairs for _ in range(cfg.samples)]
     gens = sample_responses(model, prompts, cfg.max_new_tokens, cfg.temperature, generator)
     out = []
     for i, (q, a) in enumerate(pairs):
         gold = gsm8k_gold_answer(a)
-        group = gens[i * cfg.samples:(i + 1) * cfg.samples]
-        good = [g.text for g in group if g.finished and is_correct(g.text, gold)]
-        bad = [g for g in group if not is_correct(g.text, gold)]
-        if not good and cfg.gold_fallback:  # micro config: an untrained model is never right
-            good = [sft_target(a)]
+        group = [g for g in gens[i * cfg.samples:(i + 1) * cfg.samples] if g.finished]
+        good = [answer(g) for g in group if is_correct(g.text, gold)]
+        bad = [answer(g) for g in group if not is_correct(g.text, gold)]
+        if not good and cfg.gold_fallback:
+            good = [gold_answer(a)]
         for c, r in list(zip(good, bad))[:cfg.pairs_per_prompt]:
-            out.append({"question": q, "gold": gold, "chosen": c, "rejected": r.text,
-                        "rejected_finished": r.finished})
+            out.append({"question": q, "gold": gold, "chosen": c, "rejected": r})
     return out
 
 
 def pair_tensors(pair: dict):
-    """(chosen ids, rejected ids) = prompt + reply (+ EOT if the reply finished)."""
+    """(chosen ids, rejected ids) = prompt + the answer's sampled ids (EOT included)."""
     prompt = user_prompt(pair["question"])
-    chosen = prompt + encode(pair["chosen"]) + [EOT]
-    rejected = prompt + encode(pair["rejected"]) + ([EOT] if pair["rejected_finished"] else [])
-    return chosen, rejected
+    return prompt + pair["chosen"]["ids"], prompt + pair["rejected"]["ids"]
 
 
 class RewardModel(torch.nn.Module):
-    """GPT trunk + linear head: the score of a sequence is head(hidden state of its last token)."""
+    """GPT trunk + linear head: the score of a sequence is head(hidden state of its last token).
+    `score` is the standardised score an RL trainer uses as its reward: (raw - mean) / std over the
+    held-out pairs' answers, so that 0 is a typical SFT answer and 1 is one spread above it."""
 
-    def __init__(self, gpt):
+    def __init__(self, gpt, mean: float = 0.0, std: float = 1.0):
         super().__init__()
         self.gpt, self.head = gpt, torch.nn.Linear(gpt.config.n_embd, 1)
+        self.mean, self.std = mean, std
 
     def forward(self, seqs: list[list[int]]) -> torch.Tensor:
         idx, mask = collate(seqs, [[1] * len(s) for s in seqs])
         _, hidden = self.gpt(idx, return_hidden=True)
         last = mask.sum(dim=1).long() - 1
         return self.head(hidden[torch.arange(len(seqs)), last]).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, seqs: list[list[int]], batch_size: int = 64) -> torch.Tensor:
+        """Standardised scores of full sequences (prompt + answer ids), in batches."""
+        raw = torch.cat([self(seqs[s:s + batch_size]) for s in range(0, len(seqs), batch_size)])
+        return (raw - self.mean) / self.std
+
+
+def save_reward_model(path, rm: RewardModel, meta: dict):
+    """reward_model.pt: a course checkpoint of the trunk; the head and the standardisation ride in its
+    meta as plain numbers (a checkpoint holds a GPT; the head is 1 x n_embd + 1 numbers)."""
+    head = {"weight": rm.head.weight.detach().view(-1).tolist(), "bias": rm.head.bias.item()}
+    return save_checkpoint(path, rm.gpt, {**meta, "stage": "reward_model", "calculator": True,
+                                          "reward_head": head, "score_mean": rm.mean, "score_std": rm.std})
+
+
+def load_reward_model(path) -> RewardModel:
+    """The reward model saved by `train`, on CPU, in eval mode."""
+    gpt = load_checkpoint(path, device="cpu")
+    head = gpt.meta.get("reward_head")
+    if not isinstance(head, dict) or len(head.get("weight", [])) != gpt.config.n_embd:
+        raise CheckpointError(f"{path} is a course checkpoint but not a reward model (no 'reward_head' in its meta); "
+                              f"train one with `python -m lessons_lib.train_reward_model`")
+    rm = RewardModel(gpt, gpt.meta["score_mean"], gpt.meta["score_std"])
+    with torch.no_grad():
+        rm.head.weight.copy_(torch.tensor(head["weight"]).view(1, -1))
+        rm.head.bias.fill_(head["bias"])
+    return rm.eval()
+
+
+@torch.no_grad()
+def score_stats(rm, pairs) -> tuple[float, float]:
+    """Mean and std of the raw scores of every answer in `pairs` (what `score` standardises by)."""
+    rm.eval()
+    seqs = [s for p in pairs for s in pair_tensors(p)]
+    raw = torch.cat([rm(seqs[s:s + 64]) for s in range(0, len(seqs), 64)])
+    rm.train()
+    return raw.mean().item(), max(raw.std().item(), 1e-6)
 
 
 @torch.no_grad()
@@ -104,7 +162,7 @@ def save_pairs(path, pairs):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for p in pairs:
-            f.write(json.dumps(p) + "\n")
+            f.write(json.dumps(p, separators=(",", ":")) + "\n")
 
 
 def train(cfg: RewardModelConfig, out_dir, progress: bool = True, use_wandb: bool = False) -> dict:
@@ -135,6 +193,9 @@ def train(cfg: RewardModelConfig, out_dir, progress: bool = True, use_wandb: boo
                 acc = preference_accuracy(rm, test_pairs)
                 log.log(step, loss=loss.item(), train_batch_acc=(scores[:n] > scores[n:]).float().mean().item(),
                         heldout_pref_acc=acc)
+    rm.mean, rm.std = score_stats(rm, test_pairs or train_pairs)
+    save_reward_model(f"{out_dir}/reward_model.pt", rm, {"parent": "sft", "training": {
+        **cfg.to_dict(), "seconds": timer.seconds, "heldout_pref_acc": acc}})
     return {"stage": "reward_model", "seconds": timer.seconds, "pairs": len(pairs),
             "heldout_pairs": len(test_pairs), "heldout_pref_acc": acc}
 

@@ -13,7 +13,6 @@ model trained further on the same pool for as long as GRPO trained (`--init chec
 --stage sft_continued --early_stop false`), so RL's gain can be measured against "just more SFT".
 """
 import copy
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
 from lessons_lib.config import StageConfig, choice, knob, text
 from lessons_lib.synthetic import TEACHER_MISTAKE_RATE, TEACHER_SAMPLES, TEACHERS, teacher_qa_pairs
-from lessons_lib.training import (Timer, collate, cycle_batches, dataset_loss, evaluate, lm_loss, load_trainable,
+from lessons_lib.training import (Timer, collate, cycle_batches, dataset_loss, evaluate, lm_loss, load_trainable, lr_at,
                                   save_stage, seed_everything, sft_example, stage_cli, stage_logger, synthetic_pairs)
 
 
@@ -59,7 +58,7 @@ def control_config(sft: SFTConfig, best_step: int, steps: int, batch_size: int, 
     same demonstrations, for `steps` optimizer steps of `batch_size` (what GRPO trained for), at the
     learning rate SFT had at the step it kept, held constant, without early stopping."""
     return sft.updated(init=init, stage="sft_continued", parent="sft", early_stop=False, steps=steps,
-                       batch_size=batch_size, lr=lr_at(best_step, sft), min_lr_frac=1.0, warmup=1,
+                       batch_size=batch_size, lr=sft_lr(best_step, sft), min_lr_frac=1.0, warmup=1,
                        eval_every=max(1, steps // 4), acc_every=max(1, steps // 4))
 
 
@@ -80,16 +79,15 @@ def control_from_checkpoint(init: str = "checkpoints/sft.pt") -> SFTConfig:
     return control_config(sft, best_step or sft.steps, steps, batch, init)
 
 
-def lr_at(step: int, cfg: SFTConfig) -> float:
-    """Linear warmup, then cosine decay from lr to min_lr_frac * lr by step `decay_steps` (at most
-    `steps`), then flat at the floor. Ending the decay before the step budget lets SFT sit at a low
-    rate where dev loss can settle, so early stopping stops on overfitting, not on the noise of a
-    high rate. (Set min_lr_frac=1 for a constant rate, as the control `sft_continued` does.)"""
-    if step < cfg.warmup:
-        return cfg.lr * step / cfg.warmup
-    decay = min(cfg.decay_steps, cfg.steps)
-    progress = min(1.0, (step - cfg.warmup) / max(1, decay - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+def sft_lr(step: int, cfg: SFTConfig) -> float:
+    """SFT's rate at optimizer step `step` (from 1): `training.lr_at` with warmup, then a cosine decay
+    that ends at `decay_steps` (at most `steps`) and holds at `min_lr_frac * lr`, so that dev loss
+    can settle and early stopping stops on overfitting, not on the noise of a high rate.
+    (min_lr_frac = 1 is a constant rate, as the control `sft_continued` uses.)"""
+    return lr_at(step, lr=cfg.lr, warmup=cfg.warmup, decay_end=min(cfg.decay_steps, cfg.steps), floor=cfg.min_lr_frac)
+
+
+PRESETS = {"sft_continued": control_from_checkpoint}  # --stage sft_continued: the control's recipe
 
 
 def train(cfg: SFTConfig, out_dir, progress: bool = True, use_wandb: bool = False) -> dict:
@@ -111,7 +109,7 @@ def train(cfg: SFTConfig, out_dir, progress: bool = True, use_wandb: bool = Fals
         log.log(0, dev_loss=best["dev_loss"])
         for step in tqdm(range(1, cfg.steps + 1), desc=cfg.stage, disable=not progress):
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
+                group["lr"] = sft_lr(step, cfg)
             loss = lm_loss(model, *collate(*zip(*next(batches))))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,4 +142,4 @@ def train(cfg: SFTConfig, out_dir, progress: bool = True, use_wandb: bool = Fals
 
 
 if __name__ == "__main__":
-    stage_cli(SFTConfig(), train, __doc__.splitlines()[0], presets={"sft_continued": control_from_checkpoint})
+    stage_cli(SFTConfig(), train, __doc__.splitlines()[0], presets=PRESETS)

@@ -7,6 +7,7 @@ in the order of the stage registry (`stages.py`). What they share lives here, so
 reads as just its own algorithm.
 """
 import argparse
+import math
 import random
 import time
 from dataclasses import fields
@@ -144,6 +145,17 @@ class Timer:
         return round(time.time() - self.start, 1)
 
 
+def lr_at(step: int, *, lr: float, warmup: int, decay_end: int, floor: float) -> float:
+    """The learning rate of optimizer step `step` (counted from 1), for base and SFT alike: linear
+    warmup to `lr` at step `warmup` (lr / warmup on the first step, never 0), then cosine decay to
+    `floor * lr` at step `decay_end`, flat after it. Ending the decay before the step budget lets a
+    run sit at a low rate where the dev loss can settle (SFT), or anneal to the end (base)."""
+    if step < warmup:
+        return lr * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, decay_end - warmup))
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 # ---------------------------------------------------------------- supervised batches
 
 def sft_target(answer_field: str) -> str:
@@ -228,17 +240,24 @@ def rollout_batch(prompts: list[list[int]], generations):
     return idx, policy_mask, response_mask
 
 
-def sequence_logprobs(model, idx, temperature: float = 1.0, return_hidden: bool = False):
-    """(B, T) ids -> (B, T-1) log p(idx[:, t+1] | idx[:, :t+1]) [and hidden states (B, T-1, C)].
+def sequence_logprobs(model, idx, temperature: float = 1.0, return_hidden: bool = False, return_entropy: bool = False):
+    """(B, T) ids -> (B, T-1) log p(idx[:, t+1] | idx[:, :t+1]) [, hidden states (B, T-1, C)] [, entropy (B, T-1)].
     Position t of the output scores token t+1, so masks are shifted the same way: mask[:, 1:].
 
     `temperature`: the log-probs of the distribution softmax(logits / T). An RL trainer passes the
     temperature its rollouts were *sampled* at, for the old, new and reference log-probs alike, so the
     importance ratio and the KL are taken against the policy that produced the samples (as TRL and
-    verl do); at T = 1 they would describe a different, flatter or sharper, policy."""
+    verl do); at T = 1 they would describe a different, flatter or sharper, policy. `return_entropy`
+    adds the entropy of that same distribution at every position (how sure the policy is)."""
     logits, hidden = model(idx[:, :-1], return_hidden=True)
-    logp = token_logprobs(logits / temperature if temperature != 1.0 else logits, idx[:, 1:])
-    return (logp, hidden) if return_hidden else logp
+    logits = logits.float() / temperature if temperature != 1.0 else logits.float()
+    out = [token_logprobs(logits, idx[:, 1:])]
+    if return_hidden:
+        out.append(hidden)
+    if return_entropy:
+        logp_all = torch.log_softmax(logits, dim=-1)
+        out.append(-(logp_all.exp() * logp_all).sum(dim=-1))
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def sample_responses(model, prompts, max_new_tokens: int, temperature: float, generator: torch.Generator):
@@ -247,6 +266,33 @@ def sample_responses(model, prompts, max_new_tokens: int, temperature: float, ge
     from lessons_lib.generation import batched_generate
     return batched_generate(model, prompts, max_new_tokens=max_new_tokens, greedy=False, temperature=temperature,
                             generator=generator, return_details=True, batch_size=64, progress=False)
+
+
+UNFINISHED_REWARD = 0.0  # what a rollout that ran out of tokens earns, whatever it says (see `rollout_reward`)
+
+
+def rollout_reward(generation, gold: str) -> float:
+    """The RL reward of one sampled answer: `reward_gsm8k` (1.0 right + 0.2 well-formed) if the answer
+    finished (emitted end-of-turn), else UNFINISHED_REWARD = 0, no credit.
+
+    Why: an answer cut off at the token budget may still end with the right number (the tolerant
+    checker reads the last number), and rewarding it teaches the policy that rambling until the budget
+    runs out is as good as answering (TRL's `missing_eos_penalty` exists for the same reason). The
+    stage table is a different matter: it scores what the model wrote, cut off or not, with the
+    seed's tolerant checker, and reports how many of its right answers were cut off."""
+    from rewards import reward_gsm8k
+    return reward_gsm8k(generation.text, gold) if generation.finished else UNFINISHED_REWARD
+
+
+def minibatch_schedule(n: int, minibatches: int, epochs: int, generator: torch.Generator):
+    """The (epoch, row indices) of every optimizer step over one batch of n rollouts: `epochs` passes,
+    each a fresh seeded shuffle cut into `minibatches` parts. Only the very first minibatch sees the
+    policy that sampled the batch (ratio exactly 1); every later one sees a policy that has moved,
+    which is what PPO's clip is for (Schulman et al. 2017, Algorithm 1: K epochs, minibatch size M <= NT)."""
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for mb in order.chunk(minibatches):
+            yield epoch, mb.sort().values  # sorted: rows keep their order inside a minibatch
 
 
 # ---------------------------------------------------------------- evaluation

@@ -17,7 +17,7 @@ from lessons_lib.config import StageConfig
 from lessons_lib.training import stage_cli
 
 REPO = Path(__file__).resolve().parent.parent
-CLI_STAGE = {"sft_continued": ["--stage", "sft_continued"]}  # a preset of train_sft's command line
+CLI_STAGE = {"sft_continued": ["--stage", "sft_continued"], "ppo_rm": ["--stage", "ppo_rm"]}  # presets of a trainer
 
 
 def config_of_command(name, monkeypatch) -> StageConfig:
@@ -26,7 +26,7 @@ def config_of_command(name, monkeypatch) -> StageConfig:
     config_cls = next(v for v in vars(module).values()
                       if isinstance(v, type) and issubclass(v, StageConfig) and v is not StageConfig
                       and v.__module__ == module.__name__)
-    presets = {"sft_continued": module.control_from_checkpoint} if name == "sft_continued" else None
+    presets = getattr(module, "PRESETS", None)
     seen = {}
     monkeypatch.setattr(sys, "argv", [module.__name__, *CLI_STAGE.get(name, [])])
     monkeypatch.setattr("torch.set_num_threads", lambda n: None)
@@ -53,7 +53,7 @@ def test_every_stage_in_the_registry_has_a_config_and_a_trainer():
 def test_the_micro_preset_only_overrides_fields_that_exist():
     for name, overrides in pipeline.MICRO.items():
         if name != "test_n":
-            assert set(overrides) <= {f.name for f in fields(pipeline.CONFIGS[name])}, name
+            assert set(overrides) <= {f.name for f in fields(pipeline.CONFIGS[name]())}, name
 
 
 @pytest.mark.parametrize("name, change, message", [

@@ -55,9 +55,16 @@ def test_manifest_is_complete_and_consistent(micro_run):
         assert 0.0 <= entry["trap_acc"] <= 1.0 and 0.0 <= entry["clean_acc"] <= 1.0 and entry["copies_teacher"] >= 0
         assert "use_wandb" not in entry["config"]
     assert 0.0 <= manifest["comparisons"]["grpo_vs_sft"]["p"] <= 1.0
-    # the control trains on as many sequences as GRPO did
+    # the control takes as many optimizer steps, of as many sequences, as GRPO did (every epoch counted)
     cont, grpo = manifest["stages"]["sft_continued"]["config"], manifest["stages"]["grpo"]["config"]
-    assert cont["steps"] * cont["batch_size"] == grpo["steps"] * grpo["prompts_per_step"] * grpo["group_size"]
+    assert cont["steps"] == grpo["steps"] * grpo["epochs"] * grpo["minibatches"]
+    assert cont["steps"] * cont["batch_size"] == grpo["steps"] * grpo["epochs"] * grpo["prompts_per_step"] * grpo["group_size"]
+    for name in ("ppo", "ppo_rm", "grpo"):  # what each RL stage did, in the papers' terms
+        rl = manifest["rl"][name]
+        assert rl["temperature"] == manifest["stages"][name]["config"]["temperature"] and rl["epochs"] >= 1
+        assert 0.0 <= rl["mean_clip_frac"] <= 1.0 and rl["loss_agg"]
+    assert manifest["rl"]["ppo_rm"]["reward"] == "reward_model" and manifest["rl"]["ppo"]["reward"] == "verifier"
+    assert {"ppo_rm_vs_ppo", "ppo_rm_vs_sft", "sft_vs_base_pretrained"} <= set(manifest["comparisons"])
 
 
 def test_compare_says_whether_two_runs_hold_the_same_weights(micro_run, tmp_path, capsys):

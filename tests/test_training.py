@@ -8,7 +8,7 @@ from lessons_lib import train_base, train_grpo, train_sft
 from lessons_lib.checkpoint import load_checkpoint
 from lessons_lib.generation import Generation
 from lessons_lib.tokenizer import EOT, PAD, decode, encode, encode_prompt
-from lessons_lib.train_sft import SFTConfig, lr_at
+from lessons_lib.train_sft import SFTConfig, sft_lr as lr_at
 from lessons_lib.training import (collate, lm_loss, new_model, rollout_batch, sequence_logprobs,
                                   sft_example, sft_target, stage_cli)
 
@@ -58,12 +58,21 @@ def test_logprobs_and_loss_agree_and_padding_does_not_leak():
 
 def test_sft_lr_schedule_warmup_then_cosine_floor():
     cfg = SFTConfig(lr=1.0, warmup=10, steps=110, decay_steps=110, min_lr_frac=0.1)
-    assert lr_at(5, cfg) == 0.5 and lr_at(10, cfg) == 1.0
+    assert lr_at(1, cfg) == 0.1 and lr_at(5, cfg) == 0.5 and lr_at(10, cfg) == 1.0  # step 1 already learns
     assert abs(lr_at(110, cfg) - 0.1) < 1e-9 and abs(lr_at(60, cfg) - 0.55) < 1e-9
     assert lr_at(50, cfg.updated(min_lr_frac=1.0)) == 1.0  # the control's constant rate
     early = cfg.updated(decay_steps=60)  # the decay ends at step 60, then the floor holds
     assert abs(lr_at(35, early) - 0.55) < 1e-9 and abs(lr_at(60, early) - 0.1) < 1e-9 and lr_at(100, early) == lr_at(60, early)
     assert lr_at(110, cfg.updated(decay_steps=500)) == lr_at(110, cfg)  # never past the step budget
+
+
+def test_base_and_sft_share_one_schedule():
+    # one definition (`training.lr_at`, steps counted from 1): base anneals to 10% at its last step
+    from lessons_lib import training
+    base = train_base.BaseConfig(lr=1.0, warmup=10, steps=110)
+    rates = [training.lr_at(s, lr=base.lr, warmup=base.warmup, decay_end=base.steps, floor=0.1) for s in (1, 10, 110)]
+    assert rates == pytest.approx([0.1, 1.0, 0.1])
+    assert train_base.lr_at is training.lr_at and train_sft.lr_at is training.lr_at
 
 
 # ---------------------------------------------------------------- the trainers' CLIs refuse bad arguments
