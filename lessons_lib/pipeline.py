@@ -103,14 +103,51 @@ PARALLEL_LANES = [["grpo", "sft_continued"], ["reward_model", "dpo", "ppo", "ppo
 FIRST_LANE_THREADS = 1  # one thread: a full-size rerun is bit-identical (two threads were 1.8x faster but were not, see docs)
 
 
-def _train_lane(names, cfgs, out, progress, use_wandb=False, threads: int = 1) -> dict:
-    """Train stages one after another in this process, on `threads` CPU threads (see `run`)."""
+def _train_lane(names, cfgs, out, progress, use_wandb=False, threads: int = 1, resume: bool = False) -> dict:
+    """Train stages one after another in this process, on `threads` CPU threads (see `run`). With
+    `resume`, a stage already trained in `out` with the very same recipe is reused, not retrained."""
     torch.set_num_threads(threads)
     summaries = {}
     for name in names:
+        summaries[name] = reusable_summary(out, name, cfgs[name]) if resume else None
+        if summaries[name] is not None:
+            print(f"[pipeline] {name:16s} reused (same recipe, checkpoint unchanged)", flush=True)
+            continue
         summaries[name] = stage(name).train_module().train(cfgs[name], out, progress=progress, use_wandb=use_wandb)
+        _save_summary(out, name, cfgs[name], summaries[name])
         _print_summary(name, summaries[name])
     return summaries
+
+
+def _summary_path(out, name) -> Path:
+    return Path(out) / "logs" / f"{name}.summary.json"
+
+
+def _recipe(cfg, out) -> dict:
+    """A stage's config with paths inside `out` written relative to it (a moved run folder resumes)."""
+    prefix = str(Path(out)) + "/"
+    return {k: "<out>/" + v[len(prefix):] if isinstance(v, str) and v.startswith(prefix) else v
+            for k, v in cfg.to_dict().items()}
+
+
+def _save_summary(out, name, cfg, summary) -> None:
+    """What `--resume` needs to reuse a stage: its recipe, its summary, and the hash of its checkpoint."""
+    record = {"config": _recipe(cfg, out), "summary": summary, "sha256": file_sha256(Path(out) / f"{name}.pt")}
+    tmp = _summary_path(out, name).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(_summary_path(out, name))
+
+
+def reusable_summary(out, name, cfg) -> dict | None:
+    """The summary of `name` if `out` already holds it trained with exactly `cfg` (and its checkpoint
+    is the file that run wrote), else None."""
+    path, ckpt = _summary_path(out, name), Path(out) / f"{name}.pt"
+    if not (path.is_file() and ckpt.is_file()):
+        return None
+    record = json.loads(path.read_text())
+    if record.get("config") != _recipe(cfg, out) or record.get("sha256") != file_sha256(ckpt):
+        return None
+    return record["summary"]
 
 
 def _score_lane(names, out, test_n) -> dict:
@@ -143,13 +180,14 @@ class _PhaseClock:
 
 
 def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher: str = "flawed",
-        use_wandb: bool = False) -> dict:
+        use_wandb: bool = False, resume: bool = False, stop_after: str | None = None) -> dict | None:
     """Train all stages into `out`, score them on test, write out/manifest.json; return it.
 
     Base and SFT run alone, on one thread (two were 1.8x faster, but a full-size rerun on two threads
     once came out different; on one it is bit-identical). After SFT the independent stages run as two
     one-thread processes side by side: same results as running them in turn (each stage is seeded on
-    its own), half the wall time."""
+    its own), half the wall time. `resume` reuses stages already trained in `out` with the same
+    recipe; `stop_after="sft"` trains base and SFT only (no scoring, no manifest)."""
     if teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     out = Path(out)
@@ -157,10 +195,12 @@ def run(out, micro: bool = False, progress: bool = True, seed: int = 0, teacher:
     test_n = MICRO["test_n"] if micro else TEST_N
     run_args = dict(micro=micro, seed=seed, teacher=teacher)
     cfgs, t_start, clock = stage_configs(out, **run_args), time.time(), _PhaseClock()
-    stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress, use_wandb, FIRST_LANE_THREADS)
+    stages = _train_lane(["base_pretrained", "sft"], cfgs, out, progress, use_wandb, FIRST_LANE_THREADS, resume)
     clock.lap("base_and_sft")
+    if stop_after == "sft":
+        return None
     cfgs = stage_configs(out, sft_best_step=stages["sft"]["best_step"], **run_args)
-    stages.update(_in_parallel(_train_lane, PARALLEL_LANES, cfgs, out, progress, use_wandb))
+    stages.update(_in_parallel(_train_lane, PARALLEL_LANES, cfgs, out, progress, use_wandb, 1, resume))
     clock.lap("rl_lanes")
     scores = _in_parallel(_score_lane, [STAGES[0::2], STAGES[1::2]], out, test_n)
     clock.lap("scoring")
@@ -241,6 +281,9 @@ def main(argv=None):
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
     ap.add_argument("--compare", metavar="DIR", help="train nothing: say whether --out and DIR (a rerun) hold "
                     "bit-identical weights, stage by stage")
+    ap.add_argument("--resume", action="store_true", help="reuse every stage --out already holds, trained with the "
+                    "same recipe (a stopped run picks up where it left off; the phase times then count only new work)")
+    ap.add_argument("--stop_after", choices=["sft"], help="train base and SFT only (then tune the RL stages on them)")
     args = ap.parse_args(argv)
     if args.compare:
         with cli_errors(CheckpointError):
@@ -256,7 +299,7 @@ def main(argv=None):
         ap.error(str(e))
     with cli_errors():
         run(args.out, micro=args.micro, progress=args.progress, seed=args.seed, teacher=args.teacher,
-            use_wandb=args.use_wandb)
+            use_wandb=args.use_wandb, resume=args.resume, stop_after=args.stop_after)
 
 
 if __name__ == "__main__":

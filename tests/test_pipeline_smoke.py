@@ -84,3 +84,22 @@ def test_compare_says_whether_two_runs_hold_the_same_weights(micro_run, tmp_path
     with pytest.raises(SystemExit) as e:
         main(["--out", str(out), "--compare", str(copy)])
     assert e.value.code == 1 and "grpo             DIFFERENT" in capsys.readouterr().out
+
+
+def test_resume_reuses_what_was_trained_with_the_same_recipe_and_nothing_else(micro_run, tmp_path, capfd):
+    import shutil
+    from lessons_lib import pipeline
+    out, manifest = micro_run
+    copy = tmp_path / "resumed"
+    shutil.copytree(out, copy)
+    cfgs = pipeline.stage_configs(copy, micro=True, sft_best_step=manifest["stages"]["sft"]["best_step"])
+    assert pipeline.reusable_summary(copy, "grpo", cfgs["grpo"]) is not None
+    assert pipeline.reusable_summary(copy, "grpo", cfgs["grpo"].updated(lr=3e-4)) is None  # another recipe
+    (copy / "dpo.pt").write_bytes((copy / "dpo.pt").read_bytes() + b"\0")  # not the file that run wrote
+    assert pipeline.reusable_summary(copy, "dpo", cfgs["dpo"]) is None
+    capfd.readouterr()
+    resumed = run(copy, micro=True, progress=False, resume=True)
+    printed = capfd.readouterr().out
+    assert "dpo              done in" in printed  # retrained: its checkpoint had changed
+    assert all(f"{s:16s} reused" in printed for s in pipeline.STAGES + ["reward_model"] if s != "dpo")
+    assert {s: resumed["stages"][s]["accuracy"] for s in STAGES} == {s: manifest["stages"][s]["accuracy"] for s in STAGES}
