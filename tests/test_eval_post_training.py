@@ -145,7 +145,7 @@ def test_make_table_driver_on_tiny_checkpoints(tiny_ckpts, tmp_path, capsys):
     make_table.main(["--ckpt_dir", str(tiny_ckpts["sft"].parent), "--out_dir", str(out_dir), "--skip_gsm8k",
                      "--synthetic_limit", "4", "--max_new_tokens", "4", "--no_progress"])
     out = capsys.readouterr().out
-    assert "missing dpo, ppo, grpo, sft_continued" in out
+    assert "missing dpo, ppo, ppo_rm, grpo, sft_continued" in out
     assert "[synthetic / test]" in out and "vs base_pretrained" in out
     assert [r["label"] for r in read_rows(out_dir / "stage_table_synthetic.jsonl")] == ["base_pretrained", "sft"]
     assert (out_dir / "stage_table.png").exists() and "| stage |" in (out_dir / "stage_table.md").read_text()
