@@ -66,7 +66,7 @@ def test_the_notebook_leaves_its_exercises_to_the_learner(notebook):
 
 
 def test_the_reworked_notebooks_have_exercises():
-    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"00", "01", "02", "03", "04", "05", "06", "08", "09", "10"}
+    assert {nb.stem[:2] for nb in WITH_EXERCISES} >= {"00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"}
 
 
 # --- 00 · start here ----------------------------------------------------------------------------------
@@ -277,6 +277,30 @@ def test_06_gae_is_the_librarys(lengths, gamma, lam, seed):
     for a, b in zip(mine, losses.gae(rewards, values, mask, gamma, lam)):
         assert torch.allclose(a, b, atol=1e-5)
 
+
+
+# --- 07 · one RL step ---------------------------------------------------------------------------------
+
+def test_07_written_answers():
+    """The first-pass facts the answers state, on random groups: eq. 3 gives 0 at ratio 1 (token-mean need
+    not), and DPO starts at log 2 whatever the pair, with no gradient for a pair of identical answers."""
+    s = importlib.import_module("solutions.nb07_one_rl_step")
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randint(0, 2, (16,), generator=g).float()
+    rewards[:8] = torch.tensor([1.0] + [0.0] * 7)                 # at least one group with spread
+    adv = losses.group_advantages(rewards, 8)
+    lengths = torch.tensor([20] + [100] * 7 + [50] * 8)
+    mask = (torch.arange(100)[None, :] < lengths[:, None]).float()
+    logp = torch.randn(16, 100, generator=g)
+    first = {mode: losses.ppo_clipped_loss(logp, logp, adv, mask, loss_agg=mode, norm=160)[0].item()
+             for mode in losses.LOSS_AGGREGATIONS}
+    assert abs(first["seq-mean-token-mean"] - s.EQ3_FIRST_PASS_LOSS) < 1e-6 and first["token-mean"] > 0.01
+    same = torch.tensor([-12.5, -30.0])
+    loss, _, _ = losses.dpo_loss(same, same - 3, same, same - 3)
+    assert abs(loss.item() - s.DPO_FIRST_LOSS) < 1e-6
+    policy = same.clone().requires_grad_(True)
+    losses.dpo_loss(policy, policy, same, same)[0].backward()   # chosen = rejected: no gradient
+    assert torch.all(policy.grad == 0)
 
 
 # --- 06 · where the checkpoints come from -------------------------------------------------------------
