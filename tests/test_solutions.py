@@ -303,51 +303,7 @@ def test_07_written_answers():
     assert torch.all(policy.grad == 0)
 
 
-# --- 06 · where the checkpoints come from -------------------------------------------------------------
-
-def test_08_written_answers():
-    s = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from")
-    one = losses.group_advantages(torch.tensor([1.2] + [0.2] * 7), group_size=8)
-    seven = losses.group_advantages(torch.tensor([1.2] * 7 + [0.2]), group_size=8)
-    assert torch.allclose(one, torch.tensor([s.ONE_RIGHT[0]] + [s.ONE_RIGHT[1]] * 7), atol=1e-4)
-    assert torch.allclose(seven, torch.tensor([s.SEVEN_RIGHT[0]] * 7 + [s.SEVEN_RIGHT[1]]), atol=1e-4)
-    policy_chosen, policy_rejected, ref_chosen, ref_rejected = s.BOTH_DOWN
-    assert policy_chosen < ref_chosen and policy_rejected < ref_rejected  # both answers less likely
-    loss, _, _ = losses.dpo_loss(*(torch.tensor([x]) for x in s.BOTH_DOWN), beta=0.1)
-    assert loss.item() < 0.5
-
-
-def test_08_clip_binds_is_the_librarys_clip_fraction():
-    clip_binds = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from").clip_binds
-    for ratio in [0.013 + 0.05 * i for i in range(50)]:  # 0.013 .. 2.463, never on a band edge
-        for advantage in (-2.0, -0.5, 0.0, 0.5, 2.0):
-            for eps in (0.1, 0.2, 0.3):
-                _, fraction = losses.ppo_clipped_loss(torch.tensor([[math.log(ratio)]]), torch.zeros(1, 1),
-                                                      torch.tensor([advantage]), torch.ones(1, 1), eps)
-                assert clip_binds(ratio, advantage, eps) == bool(fraction.item()), (ratio, advantage, eps)
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.integers(1, 4), st.sampled_from([1, 2, 4, 8]), st.integers(0, 2**31 - 1))
-def test_08_group_advantages_is_the_librarys(groups, size, seed):
-    g = torch.Generator().manual_seed(seed)
-    rewards = torch.randint(0, 3, (groups * size,), generator=g).float() * 0.6  # ties and zero-spread groups
-    mine = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from").group_advantages(rewards, size)
-    assert torch.allclose(mine, losses.group_advantages(rewards, size), atol=1e-5)
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 6), min_size=1, max_size=4), st.floats(0.5, 1.0), st.floats(0.0, 1.0),
-       st.integers(0, 2**31 - 1))
-def test_08_gae_is_the_librarys(lengths, gamma, lam, seed):
-    g = torch.Generator().manual_seed(seed)
-    T = max(lengths) + 1
-    mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for n in lengths])
-    rewards, values = torch.randn(len(lengths), T, generator=g) * mask, torch.rand(len(lengths), T, generator=g)
-    mine = importlib.import_module("solutions.nb08_where_the_checkpoints_come_from").gae(rewards, values, mask, gamma, lam)
-    for a, b in zip(mine, losses.gae(rewards, values, mask, gamma, lam)):
-        assert torch.allclose(a, b, atol=1e-5)
-
+# --- 08 · where the checkpoints come from -------------------------------------------------------------
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 60))
@@ -377,7 +333,7 @@ def test_08_the_dev_loss_gap_is_on_the_trap_kinds():
     assert "trap kinds" in s.WHERE_THE_GAP_IS
 
 
-# --- 07 · talk to a checkpoint -----------------------------------------------------------------------
+# --- 09 · talk to a checkpoint -----------------------------------------------------------------------
 
 def test_09_my_ask_is_chat_ask_on_a_tiny_model():
     """A random tiny model writes anything, long and unfinished answers included: my_ask must agree."""
@@ -424,7 +380,7 @@ def test_09_with_distractor_keeps_the_question_last():
                                          "How many pencils are left?")
 
 
-# --- 08 · score a real model --------------------------------------------------------------------------
+# --- 10 · score a real model --------------------------------------------------------------------------
 
 @settings(max_examples=50, deadline=None)
 @given(prompts, st.integers(0, 263))
