@@ -5,10 +5,12 @@ It lives in the package, not in the script, because `make table` runs the scorer
 in worker processes (`evaluation.run_scorings`) and must parse them exactly as the script does.
 Every check here raises `UsageError`, which `parse_args` turns into one `error:` line, exit status 2.
 """
+import json
 from pathlib import Path
 
 from lessons_lib.cli import ArgumentParser, UsageError, check_device, check_writable, positive_int
 from lessons_lib.data import GSM8K_SPLITS
+from lessons_lib.stage_table import row_problem
 
 SPLITS = {"gsm8k": GSM8K_SPLITS, "synthetic": ("train", "dev", "test")}
 
@@ -58,6 +60,8 @@ def parse_args(argv=None):
                    help="torch CPU threads (default: 1 — the course's tiny models decode fastest on one thread; "
                         "several threads on tiny matmuls mostly wait on each other, badly so on a busy CPU)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--add_row", metavar="JSON", help="with --append: append this row (one JSON line the "
+                   "scorer printed when it could not append it) and exit")
     args = p.parse_args(argv)
     try:
         validate_args(args)
@@ -68,6 +72,9 @@ def parse_args(argv=None):
 
 def validate_args(args) -> None:
     """Usage checks that need neither the model nor the data (raise UsageError)."""
+    if args.add_row is not None:
+        args.add_row = printed_row(args)
+        return
     if args.table:
         if not Path(args.table).is_file():
             raise UsageError(f"--table {args.table}: no such file (score a checkpoint with --append {args.table} first)")
@@ -93,6 +100,21 @@ def validate_args(args) -> None:
     if args.split not in SPLITS[args.dataset]:
         raise UsageError(f"--split {args.split!r}: {args.dataset} has the splits {', '.join(SPLITS[args.dataset])}")
     check_device(args.device)
+
+
+def printed_row(args) -> dict:
+    """--add_row's JSON as a row, checked like every row the table reads (else it would be skipped)."""
+    if not args.append:
+        raise UsageError("--add_row needs --append FILE.jsonl: the table to add the row to")
+    try:
+        row = json.loads(args.add_row)
+    except ValueError as e:
+        raise UsageError(f"--add_row is not one JSON object ({e}): paste the line the scorer printed") from None
+    problem = row_problem(row) if isinstance(row, dict) else "not a JSON object"
+    if problem:
+        raise UsageError(f"--add_row is not a stage-table row: {problem}")
+    check_writable(args.append, "--append")
+    return row
 
 
 def check_plot_path(path) -> None:

@@ -148,12 +148,26 @@ def append_row(path, row) -> None:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line  # end the damaged line; read_rows reports it and reads on
-        written = os.write(fd, line)
-        while written < len(line):  # rare (full disk, signals); the lock keeps it contiguous
-            written += os.write(fd, line[written:])
-        os.fsync(fd)
+        try:
+            written = os.write(fd, line)
+            while written < len(line):  # rare (full disk, signals); the lock keeps it contiguous
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        except BaseException:
+            _restore_length(fd, size)  # a short write (full disk, file-size limit): no half row left
+            raise
     finally:
         os.close(fd)
+
+
+def _restore_length(fd, size) -> None:
+    """Cut the table back to `size` bytes, its length before this write, still under the lock: the
+    next row then starts where this one would have, not glued to a fragment of it."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass  # nothing better to do: the original error is the one to report
 
 
 class StageTableWarning(UserWarning):
@@ -274,12 +288,16 @@ def write_records(path, records) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a size limit leaves no .tmp behind
+        raise
 
 
 def latest_rows(rows) -> tuple[list[dict], int]:
