@@ -424,8 +424,17 @@ def load_records(row) -> list[dict] | None:
 # ---------------------------------------------------------------------------------------------
 # the table
 
-def _format_p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+P_FLOOR = 1e-6  # below this an exact p only says "tiny": the test's assumptions matter more than its digits
+
+
+def format_p(p: float, space: str = "") -> str:
+    """'p=0.0010': two significant digits, trailing zeros kept, never in e-notation (0.000999 is not
+    '1e-03'); below P_FLOOR, 'p<1e-6'. `space` goes around the sign ('p = 0.0010' in a plot title)."""
+    if p < P_FLOOR:
+        return f"p{space}<{space}1e-6"
+    rounded = float(f"{p:.2g}")
+    decimals = max(1, 1 - math.floor(math.log10(rounded)))  # 2 significant digits after the leading zeros
+    return f"p{space}={space}{rounded:.{decimals}f}"
 
 
 def compare_rows(rows) -> dict:
@@ -461,12 +470,15 @@ def _records_or_warn(row):
         return None
 
 
-def _comparison_cell(cmp) -> str:
+def _comparison_cell(cmp, ns) -> str:
+    """'+25.0 vs sft (+10/-0, p=0.0020)'; ' on n=100' after the counts when the paired questions are
+    fewer than either row's n (`ns`): the delta is then on those questions, not on the rows' own."""
     if cmp is None:
         return ""
     ref, c = cmp
     delta = 100 * (c["fixed"] - c["broke"]) / c["n"] if c["n"] else 0.0
-    return f"{delta:+.1f} vs {_printable(ref)} (+{c['fixed']}/-{c['broke']}, p={_format_p(c['p'])})"
+    on = f" on n={c['n']}" if any(n != c["n"] for n in ns) else ""
+    return f"{delta:+.1f} vs {_printable(ref)} (+{c['fixed']}/-{c['broke']}{on}, {format_p(c['p'])})"
 
 
 def table_lines(rows):
@@ -480,10 +492,16 @@ def table_lines(rows):
         label = _printable(r["label"]) + (" (control)" if r["label"] in controls else "")
         body.append([label, f"{100 * r['correct'] / r['n']:.1f}%" if r["n"] else "-",
                      f"[{100 * lo:4.1f}, {100 * hi:4.1f}]", str(r["n"]),
-                     _comparison_cell(comparisons.get((r["label"], "parent"))),
-                     _comparison_cell(comparisons.get((r["label"], "control")))])
+                     *(_comparison_cell(comparisons.get((r["label"], role)), _paired_ns(r, rows, role))
+                       for role in ("parent", "control"))])
     keep = [i for i in range(len(header)) if i < 4 or any(row[i] for row in body)]  # no empty columns
     return [header[i] for i in keep], [[row[i] for i in keep] for row in body]
+
+
+def _paired_ns(row, rows, role) -> tuple:
+    """The n of a row and of its `role` reference row (the paired n is compared with both)."""
+    ref = next((r for r in rows if r["label"] == row.get(role)), None)
+    return (row["n"],) + ((ref["n"],) if ref else ())
 
 
 def _dataset_name(rows) -> str:
