@@ -6,6 +6,7 @@ in worker processes (`evaluation.run_scorings`) and must parse them exactly as t
 Every check here raises `UsageError`, which `parse_args` turns into one `error:` line, exit status 2.
 """
 import json
+import os
 from pathlib import Path
 
 from lessons_lib.cli import ArgumentParser, UsageError, check_device, check_writable, positive_int
@@ -100,6 +101,33 @@ def validate_args(args) -> None:
     if args.split not in SPLITS[args.dataset]:
         raise UsageError(f"--split {args.split!r}: {args.dataset} has the splits {', '.join(SPLITS[args.dataset])}")
     check_device(args.device)
+    cores = os.cpu_count() or 1
+    if args.threads > cores:  # torch aborts the process on absurd counts; more than the cores only waits
+        raise UsageError(f"--threads {args.threads}: this machine has {cores} CPU cores; use at most {cores}")
+    torchrun_world()
+
+
+TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun_world(env=None) -> int:
+    """The number of processes torchrun launched (1 without torchrun). A stray or malformed set of its
+    variables (WORLD_SIZE alone, a non-number) is refused in one line, not a hang or a traceback."""
+    env = os.environ if env is None else env
+    world = env.get("WORLD_SIZE")
+    if world is None or world.strip() == "1":
+        return 1
+    if not world.strip().isdigit() or int(world) < 1:
+        raise UsageError(f"WORLD_SIZE={world!r} is not a number of processes: unset it, or launch with torchrun")
+    missing = [v for v in TORCHRUN_VARS if not env.get(v, "").strip()]
+    if missing:
+        raise UsageError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: launch with torchrun "
+                         f"--nproc_per_node N, or unset WORLD_SIZE")
+    bad = [f"{v}={env[v]!r}" for v in ("RANK", "LOCAL_RANK", "MASTER_PORT") if not env[v].strip().isdigit()]
+    if bad or int(env["RANK"]) >= int(world):
+        raise UsageError(f"torchrun variables out of range ({', '.join(bad) or 'RANK >= WORLD_SIZE'}): "
+                         f"launch with torchrun, or unset them")
+    return int(world)
 
 
 def printed_row(args) -> dict:

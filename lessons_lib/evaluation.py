@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from lessons_lib.cli import UsageError, check_writable
+from lessons_lib.eval_args import torchrun_world
 from lessons_lib.data import DatasetFormatError, DatasetUnavailableError
 from lessons_lib.stage_table import (StageTableError, append_row, default_records_path, display_path, make_row, read_rows,
                                      records_problem, render_table, resolve_path, write_records)
@@ -34,10 +35,14 @@ def check_outputs(args, label):
     if args.append:
         check_writable(args.append, "--append")
         rows = existing_rows(args.append)
+    warn_missing_references(args, label, rows)
     records = records_destination(args, label)
     if records is None:
         return None
     check_writable(records, "--records")  # first: a name too long can't even be looked up
+    if args.append and Path(args.append).absolute() in records.absolute().parents:
+        raise UsageError(f"--records {records} is inside --append {args.append}: the table is a file, it cannot "
+                         f"also be the records' folder; name the table differently (e.g. {args.append}.jsonl)")
     if args.append and records.resolve() == Path(args.append).resolve():
         raise UsageError(f"--records {records} is the table itself: records need a file of their own "
                          f"(leave --records out for the default)")
@@ -52,6 +57,19 @@ def check_outputs(args, label):
             raise UsageError(f"--records {records} holds the records of row {row['label']!r} "
                              f"({key[0]}/{key[1]}); overwriting them would break its paired tests: choose another path")
     return records
+
+
+def warn_missing_references(args, label, rows) -> None:
+    """--parent/--control naming this row itself, or a label with no row in the table: a warning (the
+    row is still written; its paired test appears once that label is scored on the same questions)."""
+    here = {r["label"] for r in rows if (r.get("dataset"), r.get("split")) == (args.dataset, args.split)}
+    for flag in ("parent", "control"):
+        ref = getattr(args, flag)
+        if ref is not None and ref == label:
+            warnings.warn(f"--{flag} {ref!r} is this row itself: no paired test will be shown for it")
+        elif ref is not None and args.append and ref not in here:
+            warnings.warn(f"--{flag} {ref!r}: {args.append} has no row with that label on "
+                          f"{args.dataset}/{args.split} yet; the paired test appears once it is scored")
 
 
 def existing_rows(table) -> list[dict]:
@@ -78,7 +96,7 @@ def records_destination(args, label):
 
 def dist_setup(device):
     """(rank, world, device). Starts a process group only when launched by torchrun (WORLD_SIZE>1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = torchrun_world()
     if world == 1:
         return 0, 1, device
     import torch
@@ -94,10 +112,9 @@ def dist_setup(device):
 
 def end_distributed() -> None:
     """Close the process group `dist_setup` started, if any (under torchrun, at the end of main)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    dist = sys.modules.get("torch.distributed")  # not the environment: it may be stray or malformed
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(items, rank, world):

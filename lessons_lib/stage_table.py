@@ -31,6 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_N = 10**9  # no benchmark has more questions; a larger n is an edit (and overflows the intervals)
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal: a two-sided 95% interval
 
 
@@ -184,13 +185,16 @@ def _jsonl_lines(path):
         raise StageTableError(f"{path} is not a file")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (some editors): not part of the row
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except ValueError as e:  # also an integer past Python's 4300-digit limit
                 torn = not raw.endswith(b"\n")  # the last line, cut short by a crash or an editor
-                why = getattr(e, "msg", "not UTF-8")
+                why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8" \
+                    if isinstance(e, UnicodeDecodeError) else str(e)
                 yield lineno, None, ("an unfinished last line (a write cut short?)" if torn else
                                      f"not valid JSON ({why}: a write cut short, or an edit)")
                 continue
@@ -223,6 +227,8 @@ def row_problem(row) -> str | None:
         return f"n={n!r}, correct={correct!r} are not counts with 0 <= correct <= n"
     if n == 0:
         return "n=0: no question was scored (such a row would hide a real one)"
+    if n > MAX_N:
+        return f"n={n} is out of range (more than {MAX_N:.0e} questions)"
     odd = [k for k in ("dataset", "split", "parent", "control", "records") if not isinstance(row.get(k), (str, type(None)))]
     return f"{odd} must be strings" if odd else None
 
@@ -417,8 +423,13 @@ def load_records(row) -> list[dict] | None:
     """The per-item records a row points to, or None when it has none / the file is gone."""
     if not row.get("records"):
         return None
-    path = resolve_path(row["records"])
-    return read_jsonl(path) if path.exists() else None
+    try:
+        path = resolve_path(row["records"])
+        return read_jsonl(path) if path.exists() else None
+    except StageTableError:
+        raise
+    except (OSError, ValueError) as e:  # unreadable, or a NUL byte in the path: only this row's tests go
+        raise StageTableError(f"its records {row['records']!r} cannot be read ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -215,3 +215,119 @@ def test_append_row_restores_the_length_on_a_failed_write(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="No space"):
         st.append_row(table, {"label": "b", "n": 1, "correct": 1, "pad": "y" * 100})
     assert table.read_bytes() == before and len(calls) == 2
+
+
+# ---- 2. refuse first, in one line, and never hang --------------------------------------------
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail loudly if the scorer gets as far as loading the data or the model."""
+    def refuse(*a, **k):
+        raise AssertionError("the data or the model was loaded before the bad argument was refused")
+    monkeypatch.setattr("lessons_lib.checkpoint.load_checkpoint", refuse)
+    monkeypatch.setattr("lessons_lib.data.load_qa_pairs", refuse)
+
+
+def one_error_line(err) -> str:
+    lines = [x for x in err.strip().splitlines() if not x.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _scorer_subprocess(*argv, env=None, timeout=60):
+    """The real scorer, in a subprocess with a timeout: a hang fails the test instead of stalling it."""
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("flag", ["--append", "--records"])
+def test_a_fifo_as_an_output_is_refused_not_waited_on(ckpt, tmp_path, flag):
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    argv = ["--ckpt", ckpt, "--limit", 2, "--dataset", "synthetic", "--no_progress", flag, fifo]
+    if flag == "--records":
+        argv += ["--append", tmp_path / "t.jsonl"]
+    done = _scorer_subprocess(*argv)  # before the fix: blocked forever opening the FIFO
+    assert done.returncode == 2 and "is not a regular file" in one_error_line(done.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--append", "--records"])
+def test_outputs_that_are_devices_or_dangling_links_are_refused_before_loading(capsys, ckpt, tmp_path, no_loading, flag):
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "elsewhere" / "gone.jsonl")
+    for dest, message in [(Path("/dev/null"), "is not a regular file"), (link, "which does not exist")]:
+        extra = ["--append", tmp_path / "t.jsonl"] if flag == "--records" else []
+        code, _, err = run(capsys, "--ckpt", ckpt, "--limit", 2, "--dataset", "synthetic", flag, dest, *extra)
+        assert code == 2 and message in one_error_line(err)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_records_inside_the_tables_own_path_are_refused_before_scoring(capsys, ckpt, tmp_path, no_loading):
+    table = tmp_path / "records"  # the default records go to <dir>/records/<table name>/...: inside it
+    code, _, err = run(capsys, "--ckpt", ckpt, "--limit", 2, "--dataset", "synthetic", "--append", table)
+    assert code == 2 and "is inside --append" in one_error_line(err) and not table.exists()
+
+
+def test_threads_beyond_the_cores_are_refused(capsys, ckpt, no_loading):
+    code, _, err = run(capsys, "--ckpt", ckpt, "--threads", 10**9)
+    assert code == 2 and "CPU cores" in one_error_line(err)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "2"}, "RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set"),
+    ({"WORLD_SIZE": "two"}, "is not a number of processes"),
+    ({"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}, "RANK='x'"),
+])
+def test_stray_or_malformed_torchrun_variables_are_one_line(ckpt, tmp_path, env, message):
+    done = _scorer_subprocess("--ckpt", ckpt, "--limit", 2, "--dataset", "synthetic", "--device", "cpu", env=env)
+    assert done.returncode == 2 and message in one_error_line(done.stderr)
+    table = tmp_path / "t.jsonl"
+    st.append_row(table, {"label": "sft", "n": 2, "correct": 1})
+    done = _scorer_subprocess("--table", table, env=env)  # rendering a table needs no torchrun at all
+    assert done.returncode == 0 and "sft" in done.stdout and done.stderr == "", done.stderr
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_row(tmp_path):
+    table = tmp_path / "t.jsonl"
+    table.write_bytes(b"\xef\xbb\xbf" + b'{"label": "base", "n": 2, "correct": 1}\n{"label": "sft", "n": 2, "correct": 2}\n')
+    assert [r["label"] for r in read_quietly(table)] == ["base", "sft"]  # before: base skipped, and 'sed 1d' advised
+
+
+def test_hostile_rows_are_skipped_with_a_warning_never_a_traceback(tmp_path):
+    table = tmp_path / "t.jsonl"
+    lines = ['{"label": "ok", "n": 2, "correct": 1}',
+             '{"label": "huge", "n": ' + "9" * 5000 + ', "correct": 1}',  # past Python's int-parsing limit
+             '{"label": "big", "n": 100000000000000000000000, "correct": 1}',  # parses, overflows the interval
+             json.dumps({"label": "nul", "n": 2, "correct": 1, "records": "a\x00b.jsonl", "parent": "ok"})]
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.warns(st.StageTableWarning) as caught:
+        rows = st.read_rows(table)
+        text = st.render_table(rows)
+    assert [r["label"] for r in rows] == ["ok", "nul"] and "nul" in text
+    assert any(":2: " in str(w.message) for w in caught) and any("out of range" in str(w.message) for w in caught)
+    assert st.compare_rows(rows) == {}  # a NUL byte in a records path: no paired test, no traceback
+
+
+def test_an_unreadable_records_file_drops_only_its_paired_test(tmp_path):
+    table = tmp_path / "t.jsonl"
+    for label, parent in (("base", None), ("sft", "base"), ("grpo", "base")):
+        rec = tmp_path / f"{label}.jsonl"
+        st.write_records(rec, [{"index": i, "question": f"q{i}", "correct": i % 2 == 0} for i in range(4)])
+        st.append_row(table, {"label": label, "n": 4, "correct": 2, "records": str(rec), "parent": parent})
+    (tmp_path / "sft.jsonl").unlink()
+    os.mkfifo(tmp_path / "sft.jsonl")  # opening it would block forever; a directory or no permission alike
+    with pytest.warns(st.StageTableWarning, match="no paired tests for 'sft'"):
+        text = st.render_table(st.read_rows(table))
+    assert "vs base" in next(line for line in text.splitlines() if line.startswith("grpo"))
+
+
+def test_a_parent_or_control_without_a_row_is_a_warning(capsys, ckpt, tmp_path):
+    table = tmp_path / "t.jsonl"
+    with pytest.warns(UserWarning) as caught:
+        assert score(capsys, ckpt, table, "sft", "--parent", "base", "--control", "sft")[0] == 0
+    said = [str(w.message) for w in caught]
+    assert any(m.startswith("--parent 'base': ") and "no row with that label" in m for m in said), said
+    assert any(m.startswith("--control 'sft' is this row itself") for m in said), said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert score(capsys, ckpt, table, "grpo", "--parent", "sft")[0] == 0  # sft has a row: no warning
