@@ -225,6 +225,7 @@ def add_printed_row(args) -> None:
 # one run of the scorer
 
 LONG_PROMPTS_WARNING = r"\d+ of \d+ prompts are longer"  # batched_generate's; counted in the row instead
+MISSING_REFERENCE_WARNING = r"--(parent|control) '.*': .* has no row with that label"  # warn_missing_references'
 
 
 def run_scoring(args) -> dict | None:
@@ -277,6 +278,7 @@ def run_scorings(argvs: list[list[str]]) -> None:
     """Several scorings one after another, in this process (`make table` runs one such list per worker)."""
     from lessons_lib.eval_args import parse_args
     warnings.filterwarnings("ignore", message=LONG_PROMPTS_WARNING)  # the row line says it
+    warnings.filterwarnings("ignore", message=MISSING_REFERENCE_WARNING)  # make table scores them all, in any order
     for argv in argvs:
         run_scoring(parse_args(argv))
 
