@@ -88,6 +88,11 @@ def check_writable(path, what: str, make_dirs: bool = True) -> None:
         raise UsageError(f"{what} {path}: folder {path.parent} does not exist; create it first")
     if path.is_dir():
         raise UsageError(f"{what} {path} is a folder; give a file name")
+    if path.is_symlink() and not path.exists():  # writing would create a file wherever it points
+        raise UsageError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                         f"give the real path")
+    if path.exists() and not path.is_file():  # a FIFO would block the probe below forever
+        raise UsageError(f"{what} {path} is not a regular file (a FIFO, a device or a socket); give a file path")
     try:
         if path.exists():
             with open(path, "ab"):  # opened, nothing written

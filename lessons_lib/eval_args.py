@@ -5,10 +5,13 @@ It lives in the package, not in the script, because `make table` runs the scorer
 in worker processes (`evaluation.run_scorings`) and must parse them exactly as the script does.
 Every check here raises `UsageError`, which `parse_args` turns into one `error:` line, exit status 2.
 """
+import json
+import os
 from pathlib import Path
 
 from lessons_lib.cli import ArgumentParser, UsageError, check_device, check_writable, positive_int
 from lessons_lib.data import GSM8K_SPLITS
+from lessons_lib.stage_table import row_problem
 
 SPLITS = {"gsm8k": GSM8K_SPLITS, "synthetic": ("train", "dev", "test")}
 
@@ -58,6 +61,8 @@ def parse_args(argv=None):
                    help="torch CPU threads (default: 1 — the course's tiny models decode fastest on one thread; "
                         "several threads on tiny matmuls mostly wait on each other, badly so on a busy CPU)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--add_row", metavar="JSON", help="with --append: append this row (one JSON line the "
+                   "scorer printed when it could not append it) and exit")
     args = p.parse_args(argv)
     try:
         validate_args(args)
@@ -68,6 +73,9 @@ def parse_args(argv=None):
 
 def validate_args(args) -> None:
     """Usage checks that need neither the model nor the data (raise UsageError)."""
+    if args.add_row is not None:
+        args.add_row = printed_row(args)
+        return
     if args.table:
         if not Path(args.table).is_file():
             raise UsageError(f"--table {args.table}: no such file (score a checkpoint with --append {args.table} first)")
@@ -93,6 +101,48 @@ def validate_args(args) -> None:
     if args.split not in SPLITS[args.dataset]:
         raise UsageError(f"--split {args.split!r}: {args.dataset} has the splits {', '.join(SPLITS[args.dataset])}")
     check_device(args.device)
+    cores = os.cpu_count() or 1
+    if args.threads > cores:  # torch aborts the process on absurd counts; more than the cores only waits
+        raise UsageError(f"--threads {args.threads}: this machine has {cores} CPU cores; use at most {cores}")
+    torchrun_world()
+
+
+TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun_world(env=None) -> int:
+    """The number of processes torchrun launched (1 without torchrun). A stray or malformed set of its
+    variables (WORLD_SIZE alone, a non-number) is refused in one line, not a hang or a traceback."""
+    env = os.environ if env is None else env
+    world = env.get("WORLD_SIZE")
+    if world is None or world.strip() == "1":
+        return 1
+    if not world.strip().isdigit() or int(world) < 1:
+        raise UsageError(f"WORLD_SIZE={world!r} is not a number of processes: unset it, or launch with torchrun")
+    missing = [v for v in TORCHRUN_VARS if not env.get(v, "").strip()]
+    if missing:
+        raise UsageError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: launch with torchrun "
+                         f"--nproc_per_node N, or unset WORLD_SIZE")
+    bad = [f"{v}={env[v]!r}" for v in ("RANK", "LOCAL_RANK", "MASTER_PORT") if not env[v].strip().isdigit()]
+    if bad or int(env["RANK"]) >= int(world):
+        raise UsageError(f"torchrun variables out of range ({', '.join(bad) or 'RANK >= WORLD_SIZE'}): "
+                         f"launch with torchrun, or unset them")
+    return int(world)
+
+
+def printed_row(args) -> dict:
+    """--add_row's JSON as a row, checked like every row the table reads (else it would be skipped)."""
+    if not args.append:
+        raise UsageError("--add_row needs --append FILE.jsonl: the table to add the row to")
+    try:
+        row = json.loads(args.add_row)
+    except ValueError as e:
+        raise UsageError(f"--add_row is not one JSON object ({e}): paste the line the scorer printed") from None
+    problem = row_problem(row) if isinstance(row, dict) else "not a JSON object"
+    if problem:
+        raise UsageError(f"--add_row is not a stage-table row: {problem}")
+    check_writable(args.append, "--append")
+    return row
 
 
 def check_plot_path(path) -> None:

@@ -11,13 +11,16 @@ Data safety: docs/reliability.md.
 """
 import json
 import os
+import shlex
+import sys
 import time
 import warnings
 from pathlib import Path
 
 from lessons_lib.cli import UsageError, check_writable
+from lessons_lib.eval_args import torchrun_world
 from lessons_lib.data import DatasetFormatError, DatasetUnavailableError
-from lessons_lib.stage_table import (StageTableError, append_row, default_records_path, make_row, read_rows,
+from lessons_lib.stage_table import (StageTableError, append_row, default_records_path, display_path, make_row, read_rows,
                                      records_problem, render_table, resolve_path, write_records)
 
 
@@ -32,10 +35,14 @@ def check_outputs(args, label):
     if args.append:
         check_writable(args.append, "--append")
         rows = existing_rows(args.append)
+    warn_missing_references(args, label, rows)
     records = records_destination(args, label)
     if records is None:
         return None
     check_writable(records, "--records")  # first: a name too long can't even be looked up
+    if args.append and Path(args.append).absolute() in records.absolute().parents:
+        raise UsageError(f"--records {records} is inside --append {args.append}: the table is a file, it cannot "
+                         f"also be the records' folder; name the table differently (e.g. {args.append}.jsonl)")
     if args.append and records.resolve() == Path(args.append).resolve():
         raise UsageError(f"--records {records} is the table itself: records need a file of their own "
                          f"(leave --records out for the default)")
@@ -50,6 +57,19 @@ def check_outputs(args, label):
             raise UsageError(f"--records {records} holds the records of row {row['label']!r} "
                              f"({key[0]}/{key[1]}); overwriting them would break its paired tests: choose another path")
     return records
+
+
+def warn_missing_references(args, label, rows) -> None:
+    """--parent/--control naming this row itself, or a label with no row in the table: a warning (the
+    row is still written; its paired test appears once that label is scored on the same questions)."""
+    here = {r["label"] for r in rows if (r.get("dataset"), r.get("split")) == (args.dataset, args.split)}
+    for flag in ("parent", "control"):
+        ref = getattr(args, flag)
+        if ref is not None and ref == label:
+            warnings.warn(f"--{flag} {ref!r} is this row itself: no paired test will be shown for it")
+        elif ref is not None and args.append and ref not in here:
+            warnings.warn(f"--{flag} {ref!r}: {args.append} has no row with that label on "
+                          f"{args.dataset}/{args.split} yet; the paired test appears once it is scored")
 
 
 def existing_rows(table) -> list[dict]:
@@ -76,7 +96,7 @@ def records_destination(args, label):
 
 def dist_setup(device):
     """(rank, world, device). Starts a process group only when launched by torchrun (WORLD_SIZE>1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = torchrun_world()
     if world == 1:
         return 0, 1, device
     import torch
@@ -92,10 +112,9 @@ def dist_setup(device):
 
 def end_distributed() -> None:
     """Close the process group `dist_setup` started, if any (under torchrun, at the end of main)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    dist = sys.modules.get("torch.distributed")  # not the environment: it may be stray or malformed
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(items, rank, world):
@@ -168,20 +187,45 @@ def save_records(path, records):
         return None
 
 
+def add_row_command(table, row) -> str:
+    """The exact shell command that appends `row` to `table` later, with append_row's guarantees
+    (own line, lock, fsync): what a user is told to run when the scorer could not append it."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "eval_post_training.py"
+    return " ".join(shlex.quote(str(x)) for x in (sys.executable, script, "--append", Path(table).absolute(),
+                                                   "--add_row", json.dumps(row)))
+
+
+class RowPrinted(OSError):
+    """The row could not be appended: it was printed to stdout, and the message says how to add it."""
+
+
+def print_row(table, row, why) -> RowPrinted:
+    """Print the row as one JSON line; return the error that says why and the exact command that
+    adds it to `table` (None: no table, the printed row is the result)."""
+    print(json.dumps(row), flush=True)
+    add = f". Add it with: {add_row_command(table, row)}" if table else ""
+    return RowPrinted(f"{why}; the row is printed above as one JSON line{add}")
+
+
 def save_row(table, row) -> None:
     """Append the row; if that fails after all, print it: a measured result is never lost."""
     try:
-        append_row(table, row)
+        append_row(table, row)  # a failed write leaves the table as it was (append_row)
     except OSError as e:
-        print(json.dumps(row), flush=True)
-        raise OSError(f"could not append the row to {table} ({e.strerror or e}); it is printed above "
-                      f"as one JSON line: add it to the table by hand, on a line of its own") from e
+        raise print_row(table, row, f"could not append the row to {table} ({e.strerror or e})") from e
+
+
+def add_printed_row(args) -> None:
+    """--add_row: append a row the scorer printed because it could not append it itself."""
+    append_row(args.append, args.add_row)
+    print(f"{args.add_row['label']}: added to {args.append}")
 
 
 # ---------------------------------------------------------------------------------------------
 # one run of the scorer
 
 LONG_PROMPTS_WARNING = r"\d+ of \d+ prompts are longer"  # batched_generate's; counted in the row instead
+MISSING_REFERENCE_WARNING = r"--(parent|control) '.*': .* has no row with that label"  # warn_missing_references'
 
 
 def run_scoring(args) -> dict | None:
@@ -200,22 +244,41 @@ def run_scoring(args) -> dict | None:
         return None
     row = make_row(label, records, **identity, dataset=args.dataset, split=args.split,
                    max_new_tokens=args.max_new_tokens, strategy=args.strategy or DEFAULT_STRATEGY,
-                   seconds=seconds, generated_tokens=tokens, records_path=save_records(records_file, records),
+                   seconds=seconds, generated_tokens=tokens, records_path=None,
                    parent=args.parent or model.meta.get("parent"), control=args.control,
                    stage=model.meta.get("stage"), world_size=world,
                    skipped=sum("skipped" in r for r in records))  # prompts with no room in the context
-    if args.append:
-        save_row(args.append, row)
+    keep_row(args, model, row, records, records_file)
     print(f"{label}: {row['correct']}/{row['n']} = {100 * row['accuracy']:.1f}% on {args.dataset}/{args.split} "
           f"({seconds:.1f}s, {row['tokens_per_s']} tok/s)" + (f" -> {args.append}" if args.append else "")
           + (f"  [{row['skipped']} prompts too long for the context: counted wrong]" if row["skipped"] else ""))
     return row
 
 
+def keep_row(args, model, row, records, records_file) -> None:
+    """Everything between scoring and the row on disk. Whatever fails here (a weights file removed
+    mid-run, a cache cleaned, a folder gone), the row is printed with the command that adds it: the
+    measured result is never lost. Only weights that changed under the scorer lose their row: it
+    would name bytes that were not the ones measured."""
+    from lessons_lib.hf_model import WeightsChangedError, check_weights_unchanged
+    try:
+        if args.hf:
+            check_weights_unchanged(model)  # hashed before loading: still the same bytes?
+        saved = save_records(records_file, records)
+        row["records"] = display_path(saved) if saved else None
+        if args.append:
+            save_row(args.append, row)
+    except (WeightsChangedError, RowPrinted):
+        raise
+    except Exception as e:
+        raise print_row(args.append, row, f"the result was scored but not saved ({e!r})") from e
+
+
 def run_scorings(argvs: list[list[str]]) -> None:
     """Several scorings one after another, in this process (`make table` runs one such list per worker)."""
     from lessons_lib.eval_args import parse_args
     warnings.filterwarnings("ignore", message=LONG_PROMPTS_WARNING)  # the row line says it
+    warnings.filterwarnings("ignore", message=MISSING_REFERENCE_WARNING)  # make table scores them all, in any order
     for argv in argvs:
         run_scoring(parse_args(argv))
 
@@ -237,4 +300,5 @@ def failures(table_only=False) -> tuple:
         return found  # rendering a table never imports torch
     from lessons_lib.checkpoint import CheckpointError
     from lessons_lib.hf_model import HFUnavailableError  # importable without transformers
-    return found + (CheckpointError, HFUnavailableError)  # --hf without transformers: what to install
+    from lessons_lib.hf_model import WeightsChangedError
+    return found + (CheckpointError, HFUnavailableError, WeightsChangedError)  # --hf without transformers: what to install

@@ -34,6 +34,8 @@ transformers' own `generate` with an attention mask; `generate` derives each row
 that mask (cumsum - 1), so a left-padded prompt sees the positions it would see alone. Unlike the
 course's engine, `generate` keeps finished rows in the batch (they decode pads) until the last stops.
 """
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +201,8 @@ class HFModel:
     eos_ids: list = field(default_factory=list)  # token ids that end an answer (`stop_token_ids`)
     stop_strings: tuple = ()  # text that ends an answer (few-shot: FEWSHOT_STOP)
     pad_id: int = 0
-    weights: Path | None = None  # the weights file (or shard index) whose sha256 a row records
+    weights: Path | None = None  # the weights file (or shard index) a row names
+    weights_stats: dict = field(default_factory=dict)  # {each file loaded: its stat when hashed}
 
     @property
     def max_seq_len(self) -> int:
@@ -298,6 +301,55 @@ def weights_file(name, revision=None) -> Path:
     raise FileNotFoundError(f"found none of {', '.join(WEIGHT_FILES)} for {name}: is it a transformers model?")
 
 
+def weights_files(main: Path) -> list[Path]:
+    """Every file whose bytes are loaded: the weights file, or a shard index and each shard it lists
+    (they sit beside the index, in a local folder as in the hub cache)."""
+    if not main.name.endswith(".index.json"):
+        return [main]
+    try:
+        shards = sorted(set(json.loads(main.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FileNotFoundError(f"{main} is not a readable shard index ({e!r})") from None
+    missing = [s for s in shards if not (main.parent / s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{main} lists shards that are not there: {', '.join(missing[:3])}")
+    return [main] + [main.parent / s for s in shards]
+
+
+class WeightsChangedError(RuntimeError):
+    """The weights files changed between hashing (before loading) and the end of scoring."""
+
+
+def _stat_key(path: Path):
+    st = path.stat()  # follows the hub cache's symlinks to the blobs
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def weights_digest(files) -> tuple[str, dict]:
+    """(sha256, {file name: sha256}). One file: its own sha256 (what `sha256sum` prints). Several (an
+    index and its shards): the sha256 of their `sha256sum` listing, one `hash  name` line per file
+    sorted by name, so two different sets of shards never share a hash."""
+    from .stage_table import file_sha256
+    each = {f.name: file_sha256(f) for f in files}
+    if len(files) == 1:
+        return next(iter(each.values())), each
+    listing = "".join(f"{h}  {name}\n" for name, h in sorted(each.items()))
+    return hashlib.sha256(listing.encode()).hexdigest(), each
+
+
+def check_weights_unchanged(model) -> None:
+    """Raise WeightsChangedError when a weights file differs from the bytes hashed before loading (a
+    row would name weights that may not be the ones scored); FileNotFoundError when one is gone."""
+    if all(_stat_key(f) == key for f, key in model.weights_stats.items()):
+        return  # same size, time and inode: unchanged (cheap: no re-hash for a large model)
+    sha, _ = weights_digest(list(model.weights_stats))
+    if sha != model.info["ckpt_sha256"]:
+        raise WeightsChangedError(f"the weights of {model.info['hf_model']} changed while they were scored "
+                                  f"(sha256 {model.info['ckpt_sha256'][:12]}... before, {sha[:12]}... after); no row "
+                                  f"written, it could name weights that were not the ones measured: score again "
+                                  f"once nothing writes to them")
+
+
 def load_hf_model(name, revision=None, dtype=None, device=None, prompt_format=None, fewshot_k=None) -> HFModel:
     """Load a causal LM and its tokenizer (hub id or local folder) for scoring.
 
@@ -311,6 +363,10 @@ def load_hf_model(name, revision=None, dtype=None, device=None, prompt_format=No
         raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
     device = str(device or default_device())
     torch_dtype = resolve_dtype(dtype or "auto", device)
+    weights = weights_file(name, revision)
+    files = weights_files(weights)
+    stats = {f: _stat_key(f) for f in files}  # before hashing: a change while hashing shows too
+    sha, each = weights_digest(files)  # before loading: the row names the bytes that were loaded
     tokenizer = transformers.AutoTokenizer.from_pretrained(name, revision=revision)
     model = transformers.AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=torch_dtype)
     model = model.to(device).eval()
@@ -323,11 +379,13 @@ def load_hf_model(name, revision=None, dtype=None, device=None, prompt_format=No
             "hf_commit": getattr(model.config, "_commit_hash", None),  # set when loaded from the hub
             "dtype": str(torch_dtype).removeprefix("torch."), "prompt_format": fmt,
             "fewshot_k": fewshot_k if fmt == "fewshot" else None,
-            "transformers_version": transformers.__version__}
+            "transformers_version": transformers.__version__,
+            "ckpt_sha256": sha, "weights_sha256": each if len(each) > 1 else None}
     fewshot = fmt == "fewshot"
     return HFModel(model, tokenizer, fmt, examples=fewshot_examples(fewshot_k) if fewshot else [],
                    name=Path(str(name).rstrip("/")).name, info=info, eos_ids=eos_ids,
-                   stop_strings=FEWSHOT_STOP if fewshot else (), pad_id=pad_id, weights=weights_file(name, revision))
+                   stop_strings=FEWSHOT_STOP if fewshot else (), pad_id=pad_id, weights=weights,
+                   weights_stats=stats)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def plot_mcnemar_2x2(records_a, records_b, label_a, label_b, ax=None):
     """The 2x2 table of two stages on the same questions as an annotated heatmap: rows a right/wrong,
     columns b right/wrong, so the off-diagonal cells are "only a" and "only b", the only questions
     McNemar's test reads. The exact p-value is in the title. Returns the Axes."""
-    from lessons_lib.stage_table import _format_p, paired_counts
+    from lessons_lib.stage_table import format_p, paired_counts
     c = paired_counts(records_a, records_b)  # fixed: a right and b wrong; broke: the reverse
     table = [[c["both_right"], c["fixed"]], [c["broke"], c["both_wrong"]]]
     if ax is None:
@@ -145,7 +145,7 @@ def plot_mcnemar_2x2(records_a, records_b, label_a, label_b, ax=None):
     ax.set_xticks([0, 1], [f"{label_b} right", f"{label_b} wrong"])
     ax.set_yticks([0, 1], [f"{label_a} right", f"{label_a} wrong"])
     ax.set_title(f"{label_a} vs {label_b} on the same {c['n']} questions\n"
-                 f"exact McNemar p = {_format_p(c['p'])} (+{c['fixed']}/-{c['broke']})", fontsize=10)
+                 f"exact McNemar {format_p(c['p'], ' ')} (+{c['fixed']}/-{c['broke']})", fontsize=10)
     return ax
 
 

@@ -31,6 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_N = 10**9  # no benchmark has more questions; a larger n is an edit (and overflows the intervals)
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal: a two-sided 95% interval
 
 
@@ -148,12 +149,26 @@ def append_row(path, row) -> None:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line  # end the damaged line; read_rows reports it and reads on
-        written = os.write(fd, line)
-        while written < len(line):  # rare (full disk, signals); the lock keeps it contiguous
-            written += os.write(fd, line[written:])
-        os.fsync(fd)
+        try:
+            written = os.write(fd, line)
+            while written < len(line):  # rare (full disk, signals); the lock keeps it contiguous
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        except BaseException:
+            _restore_length(fd, size)  # a short write (full disk, file-size limit): no half row left
+            raise
     finally:
         os.close(fd)
+
+
+def _restore_length(fd, size) -> None:
+    """Cut the table back to `size` bytes, its length before this write, still under the lock: the
+    next row then starts where this one would have, not glued to a fragment of it."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass  # nothing better to do: the original error is the one to report
 
 
 class StageTableWarning(UserWarning):
@@ -170,13 +185,16 @@ def _jsonl_lines(path):
         raise StageTableError(f"{path} is not a file")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (some editors): not part of the row
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except ValueError as e:  # also an integer past Python's 4300-digit limit
                 torn = not raw.endswith(b"\n")  # the last line, cut short by a crash or an editor
-                why = getattr(e, "msg", "not UTF-8")
+                why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8" \
+                    if isinstance(e, UnicodeDecodeError) else str(e)
                 yield lineno, None, ("an unfinished last line (a write cut short?)" if torn else
                                      f"not valid JSON ({why}: a write cut short, or an edit)")
                 continue
@@ -209,6 +227,8 @@ def row_problem(row) -> str | None:
         return f"n={n!r}, correct={correct!r} are not counts with 0 <= correct <= n"
     if n == 0:
         return "n=0: no question was scored (such a row would hide a real one)"
+    if n > MAX_N:
+        return f"n={n} is out of range (more than {MAX_N:.0e} questions)"
     odd = [k for k in ("dataset", "split", "parent", "control", "records") if not isinstance(row.get(k), (str, type(None)))]
     return f"{odd} must be strings" if odd else None
 
@@ -274,12 +294,16 @@ def write_records(path, records) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a size limit leaves no .tmp behind
+        raise
 
 
 def latest_rows(rows) -> tuple[list[dict], int]:
@@ -399,15 +423,29 @@ def load_records(row) -> list[dict] | None:
     """The per-item records a row points to, or None when it has none / the file is gone."""
     if not row.get("records"):
         return None
-    path = resolve_path(row["records"])
-    return read_jsonl(path) if path.exists() else None
+    try:
+        path = resolve_path(row["records"])
+        return read_jsonl(path) if path.exists() else None
+    except StageTableError:
+        raise
+    except (OSError, ValueError) as e:  # unreadable, or a NUL byte in the path: only this row's tests go
+        raise StageTableError(f"its records {row['records']!r} cannot be read ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # the table
 
-def _format_p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+P_FLOOR = 1e-6  # below this an exact p only says "tiny": the test's assumptions matter more than its digits
+
+
+def format_p(p: float, space: str = "") -> str:
+    """'p=0.0010': two significant digits, trailing zeros kept, never in e-notation (0.000999 is not
+    '1e-03'); below P_FLOOR, 'p<1e-6'. `space` goes around the sign ('p = 0.0010' in a plot title)."""
+    if p < P_FLOOR:
+        return f"p{space}<{space}1e-6"
+    rounded = float(f"{p:.2g}")
+    decimals = max(1, 1 - math.floor(math.log10(rounded)))  # 2 significant digits after the leading zeros
+    return f"p{space}={space}{rounded:.{decimals}f}"
 
 
 def compare_rows(rows) -> dict:
@@ -443,12 +481,15 @@ def _records_or_warn(row):
         return None
 
 
-def _comparison_cell(cmp) -> str:
+def _comparison_cell(cmp, ns) -> str:
+    """'+25.0 vs sft (+10/-0, p=0.0020)'; ' on n=100' after the counts when the paired questions are
+    fewer than either row's n (`ns`): the delta is then on those questions, not on the rows' own."""
     if cmp is None:
         return ""
     ref, c = cmp
     delta = 100 * (c["fixed"] - c["broke"]) / c["n"] if c["n"] else 0.0
-    return f"{delta:+.1f} vs {_printable(ref)} (+{c['fixed']}/-{c['broke']}, p={_format_p(c['p'])})"
+    on = f" on n={c['n']}" if any(n != c["n"] for n in ns) else ""
+    return f"{delta:+.1f} vs {_printable(ref)} (+{c['fixed']}/-{c['broke']}{on}, {format_p(c['p'])})"
 
 
 def table_lines(rows):
@@ -462,10 +503,16 @@ def table_lines(rows):
         label = _printable(r["label"]) + (" (control)" if r["label"] in controls else "")
         body.append([label, f"{100 * r['correct'] / r['n']:.1f}%" if r["n"] else "-",
                      f"[{100 * lo:4.1f}, {100 * hi:4.1f}]", str(r["n"]),
-                     _comparison_cell(comparisons.get((r["label"], "parent"))),
-                     _comparison_cell(comparisons.get((r["label"], "control")))])
+                     *(_comparison_cell(comparisons.get((r["label"], role)), _paired_ns(r, rows, role))
+                       for role in ("parent", "control"))])
     keep = [i for i in range(len(header)) if i < 4 or any(row[i] for row in body)]  # no empty columns
     return [header[i] for i in keep], [[row[i] for i in keep] for row in body]
+
+
+def _paired_ns(row, rows, role) -> tuple:
+    """The n of a row and of its `role` reference row (the paired n is compared with both)."""
+    ref = next((r for r in rows if r["label"] == row.get(role)), None)
+    return (row["n"],) + ((ref["n"],) if ref else ())
 
 
 def _dataset_name(rows) -> str:

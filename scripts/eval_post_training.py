@@ -42,16 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a cl
 
 from lessons_lib.cli import cli_errors  # noqa: E402
 from lessons_lib.eval_args import parse_args  # noqa: E402
-from lessons_lib.evaluation import (LONG_PROMPTS_WARNING, end_distributed, failures, run_scoring,  # noqa: E402
-                                    show_table)
+from lessons_lib.evaluation import (LONG_PROMPTS_WARNING, add_printed_row, end_distributed, failures,  # noqa: E402
+                                    run_scoring, show_table)
 
 
 def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=LONG_PROMPTS_WARNING)  # the row line says it
-    with cli_errors(*failures(table_only=bool(args.table))):
+    with cli_errors(*failures(table_only=bool(args.table or args.add_row))):
         try:
-            show_table(args) if args.table else run_scoring(args)
+            show_table(args) if args.table else add_printed_row(args) if args.add_row else run_scoring(args)
         finally:
             end_distributed()
 

@@ -187,7 +187,7 @@ def test_render_table_with_intervals_and_paired_tests(tmp_path):
     sft = next(line for line in lines if line.startswith("sft "))
     assert "50.0%" in sft and "+50.0 vs base_pretrained (+20/-0, p=" in sft
     grpo = next(line for line in lines if line.startswith("grpo"))
-    assert "+25.0 vs sft (+10/-0, p=0.002)" in grpo and "vs sft_continued" in grpo
+    assert "+25.0 vs sft (+10/-0, p=0.0020)" in grpo and "vs sft_continued" in grpo
     assert any(line.startswith("sft_continued (control)") for line in lines)
     assert "Wilson" in text and "McNemar" in text
 
@@ -255,3 +255,28 @@ def test_truncated_but_credited_answers_are_noted_and_old_rows_still_render():
 def test_skipped_prompts_are_noted():
     text = st.render_table([_row("sft", 0, n=200, dataset="gsm8k", skipped=23), _row("base", 0, n=200, dataset="gsm8k")])
     assert "counted wrong): sft 23/200" in text and "base" not in text.splitlines()[-1]
+
+
+def test_p_values_keep_two_significant_digits_and_tiny_ones_say_so():
+    assert st.format_p(0.000999) == "p=0.0010"  # not 1e-03, which claims a tenth of the precision
+    assert [st.format_p(p) for p in (1.0, 0.868, 0.05, 0.002, 3.2e-5)] == ["p=1.0", "p=0.87", "p=0.050", "p=0.0020",
+                                                                          "p=0.000032"]
+    assert st.format_p(1e-6) == "p=0.0000010" and st.format_p(3e-62) == "p<1e-6"
+    assert st.format_p(0.00994) == "p=0.0099" and st.format_p(0.00996) == "p=0.010"  # rounding moves the digits
+    assert st.format_p(0.5, " ") == "p = 0.50" and st.format_p(0.0, " ") == "p < 1e-6"
+
+
+def test_a_paired_comparison_on_fewer_questions_than_a_row_says_on_how_many(tmp_path):
+    """sft 400/500 and grpo 50/100: '+50.0 vs sft' is on the 100 shared questions, and says so."""
+    sft = [i >= 100 for i in range(500)]  # wrong on the first 100, right on the other 400
+    grpo = [i % 2 == 0 for i in range(100)]
+    table = tmp_path / "t.jsonl"
+    for label, flags, parent in (("sft", sft, None), ("grpo", grpo, "sft")):
+        st.write_records(tmp_path / f"{label}.jsonl", _records(flags))
+        st.append_row(table, _row(label, sum(flags), n=len(flags), records=str(tmp_path / f"{label}.jsonl"),
+                                  parent=parent))
+    grpo_line = next(line for line in st.render_table(st.read_rows(table)).splitlines() if line.startswith("grpo"))
+    assert "+50.0 vs sft (+50/-0 on n=100, p<1e-6)" in grpo_line
+    (tmp_path / "same").mkdir()
+    same = _table_with_records(tmp_path / "same")
+    assert " on n=" not in st.render_table(st.read_rows(same))  # every row on the same 40 questions: no n shown
