@@ -23,7 +23,10 @@ def disagreements(records_a, records_b):
     return a_only, b_only
 
 
-# Exercise 3 · which stages copy the teacher on a trap-kind problem, and which are right.
+# Exercise 3 · which stages copy the teacher on a trap-kind problem, and which are right. On fits[1]
+# (test question 15, marbles) SFT and the control copy the teacher, DPO, PPO and GRPO write the gold.
+# DPO still answers the teacher's number on 36 test questions (27 of them age, 7 garden, 2 marbles);
+# SFT copies the teacher on all 36, PPO is right on 33 of them and GRPO on 31 (the rest: other numbers).
 def verdicts(models, problem):
     """{stage: "gold" | "teacher" | "other"} for the greedy answer of every stage to one trap-kind problem."""
     gold, copied = gsm8k_gold_answer(problem["answer"]), gsm8k_gold_answer(problem["flawed_answer"])
@@ -34,7 +37,7 @@ def verdicts(models, problem):
     return out
 
 
-def still_copies(problems, records, stage="grpo"):
+def still_copies(problems, records, stage="dpo"):
     """Test questions on which `stage` still answers the teacher's wrong number: [(index, its response)].
     `records` are the stage's scored test records, in the order of `problems`."""
     return [(i, r["response"]) for i, (p, r) in enumerate(zip(problems, records, strict=True))
@@ -60,12 +63,13 @@ def sample_counts(model, problem, temperature, n=16, seed=0):
 
 
 # On the notebook's marbles question (test question 3), 16 samples of SFT (right, the teacher's number):
-SFT_SAMPLES_BY_TEMPERATURE = {0.7: (2, 14), 1.0: (2, 13), 1.3: (3, 9)}
+SFT_SAMPLES_BY_TEMPERATURE = {0.7: (2, 14), 1.0: (1, 13), 1.3: (1, 10)}
 TEMPERATURE = """\
 A lower temperature sharpens the model's probabilities towards its greedy choice, which on a trap
-question is the teacher's step: at 0.7 SFT copies the teacher in 14 of 16 samples. A higher one spreads
-them: at 1.3 only 9 of 16 copy the teacher and 3 are right (with 64 samples: 18, 24 and 24 right at
-0.7, 1.0 and 1.3), and a few are neither. GRPO learns only from groups whose samples differ in reward.
-The pipeline's PPO and GRPO sample at 0.7 (`manifest.json`, each stage's config): SFT still writes the
-right step in more than one sample in four there (18 of 64), enough for mixed groups, and its samples
-stay clean; a higher temperature gives more right samples but also more answers that are neither."""
+question is the teacher's step: at 0.7 SFT copies the teacher in 14 of 16 samples, at 1.0 in 13, at 1.3
+in 10, and the samples that are neither grow (0, 2 and 5 of 16). Sixteen samples are too few to count
+the right ones (2, 1 and 1): with 64 samples, 13, 21 and 19 are right at 0.7, 1.0 and 1.3. GRPO learns
+only from groups whose samples differ in reward. The pipeline's PPO and GRPO sample at 0.7
+(`manifest.json`, each stage's config): SFT still writes the right step in about one sample in five
+there (13 of 64), enough for mixed groups, and its samples stay clean; a higher temperature gives a
+few more right samples but also more answers that are neither."""

@@ -359,18 +359,18 @@ def test_09_disagreements_is_paired_counts(rights, dropped):
 
 
 def test_09_the_checkpoint_answers_are_what_the_solutions_say():
-    """On the shipped checkpoints: the marbles question of the notebook, and GRPO's remaining copies."""
+    """On the shipped checkpoints: the marbles question of the notebook, and DPO's remaining copies."""
     from lessons_lib.synthetic import synthetic_problems
     s = importlib.import_module("solutions.nb09_talk_to_a_checkpoint")
     ckpt = Path(__file__).resolve().parent.parent / "checkpoints"
     models = {name: load_checkpoint(ckpt / f"{name}.pt", device="cpu") for name in ("sft", "grpo")}
     problems = synthetic_problems("test")
     assert s.verdicts(models, problems[3]) == {"sft": "teacher", "grpo": "gold"}
-    for temperature, counts in s.SFT_SAMPLES_BY_TEMPERATURE.items():  # 1.0: the notebook's 16 samples
+    for temperature, counts in s.SFT_SAMPLES_BY_TEMPERATURE.items():  # 0.7: the notebook's 16 samples
         assert s.sample_counts(models["sft"], problems[3], temperature) == counts
-    records = [json.loads(line) for line in (ckpt / "logs" / "test_records_grpo.jsonl").open()]
+    records = [json.loads(line) for line in (ckpt / "logs" / "test_records_dpo.jsonl").open()]
     manifest = json.loads((ckpt / "manifest.json").read_text())
-    assert len(s.still_copies(problems, records)) == manifest["stages"]["grpo"]["copies_teacher"]
+    assert len(s.still_copies(problems, records)) == manifest["stages"]["dpo"]["copies_teacher"] == 36
 
 
 def test_09_with_distractor_keeps_the_question_last():
