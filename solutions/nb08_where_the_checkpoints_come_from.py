@@ -41,9 +41,9 @@ def dev_losses_by_kind(model, n=200):
 
 WHERE_THE_GAP_IS = """\
 All of it is on the trap kinds. On the clean kinds the teacher writes the gold solution, so the two losses
-are the same number. On the trap kinds the gold solutions cost the shipped SFT about 70% more per token
-than the teacher's demonstrations (0.025 against 0.015 nats): the model puts most of its probability on
+are the same number. On the trap kinds the gold solutions cost the shipped SFT about 30% more per token
+than the teacher's demonstrations (0.030 against 0.023 nats): the model puts most of its probability on
 the teacher's step, and the gold step is what surprises it. A misreading is a few tokens of a reply of
 about 90 that both versions share otherwise, and the clean kinds are half the problems: averaged over
-all of it, that becomes the smaller gap of section 12 (over 40%), though those few tokens decide the
+all of it, that becomes the smaller gap of section 3 (about 18%), though those few tokens decide the
 answer."""

@@ -329,7 +329,7 @@ def test_08_the_dev_loss_gap_is_on_the_trap_kinds():
     root = Path(__file__).resolve().parent.parent
     losses_ = s.dev_losses_by_kind(load_checkpoint(root / "checkpoints" / "sft.pt", device="cpu"))
     assert losses_["clean", "teacher"] == losses_["clean", "gold"]          # the teacher is gold on clean kinds
-    assert losses_["trap", "gold"] > 1.5 * losses_["trap", "teacher"]        # "about 70% more"
+    assert 1.2 < losses_["trap", "gold"] / losses_["trap", "teacher"] < 1.4  # "about 30% more"
     assert "trap kinds" in s.WHERE_THE_GAP_IS
 
 
