@@ -34,10 +34,10 @@ def wrong_trap_answers_not_copied(problems, records):
 
 
 NOT_COPIED = """\
-They are few (24 of the shipped SFT's 226 wrong trap answers). Nearly all carry the teacher's
-misreading plus one more slip (a number copied wrong into the flawed expression, or the final number
-copied wrong into the tag), so the final number differs from the teacher's; one or two are slips on
-the correct route. The failure category they land in (wrong number copied, wrong reasoning) says which check fired."""
+A quarter of them (54 of the shipped SFT's 218 wrong trap answers). Most carry the teacher's
+misreading plus one more slip (a wrong count of dozens in the garden problems, a number copied wrong into
+the flawed expression), so the final number differs from the teacher's; a few are slips on the correct
+route. The failure category they land in (wrong number copied, wrong reasoning) says which check fired."""
 
 
 # Exercise 3 · GRPO against SFT on trap kinds, clean kinds and copies of the teacher, from the numbers the

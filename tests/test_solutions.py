@@ -225,8 +225,8 @@ def test_05_written_answers():
     new = [{"index": i, "correct": c} for i, c in enumerate([False, False, True, True])]
     control = [{"index": i, "correct": c} for i, c in enumerate([False, True, False, False])]
     assert s.broken_by_both(new, control, ref) == {0}
-    assert 1_000 <= s.questions_needed() <= 2_000 and 10_000 <= s.questions_needed(0.01, 0.15) <= 14_000
-    for delta, discordant in [(0.02, 36 / 500), (0.01, 0.15)]:
+    assert 3_500 <= s.questions_needed() <= 5_000 and 10_000 <= s.questions_needed(0.01, 0.15) <= 14_000
+    for delta, discordant in [(0.02, 106 / 500), (0.01, 0.15)]:
         m = round(discordant * s.questions_needed(delta, discordant))
         fixed = round(m * (0.5 + delta / (2 * discordant)))  # at the expected counts the test is significant...
         assert mcnemar_exact(fixed, m - fixed) < 0.05 and mcnemar_exact(fixed // 4, (m - fixed) // 4) > 0.05  # ...not at a quarter
