@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# JupyterLab reads settings overrides from here: no "fetch news?" prompt, no update check (jupyterlab_overrides.json)
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 TORCH  ?= torch==2.13.0
 # Real GSM8K as a local folder of JSONL files (never copied into the repo); the loader falls back to
 # `datasets` (openai/gsm8k) when GSM8K_DIR is unset.
@@ -20,16 +22,20 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-setup: $(BIN)/.installed                    ## create .venv and install the course
+$(LAB_OVERRIDES): jupyterlab_overrides.json $(BIN)/.installed
+	mkdir -p $(dir $@)
+	cp jupyterlab_overrides.json $@
+
+setup: $(BIN)/.installed $(LAB_OVERRIDES)   ## create .venv and install the course
 
 table: $(BIN)/.installed                    ## score the shipped stage checkpoints and print the table
 	$(BIN)/python scripts/make_table.py
 
 test: $(BIN)/.installed                     ## pytest on tests/ + nbval on notebooks/
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+		--nbval-sanitize-with nbval_sanitize.cfg -p no:cacheprovider
 
-lab: $(BIN)/.installed                      ## JupyterLab on the notebooks
+lab: $(BIN)/.installed $(LAB_OVERRIDES)     ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks
 
 checkpoints: $(BIN)/.installed              ## retrain the five stage checkpoints (+ control) on CPU

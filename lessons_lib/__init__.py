@@ -26,8 +26,8 @@ _PUBLIC = {  # name -> module that defines it
     "synthetic_qa_pairs": "synthetic", "run_sanity_check": "check_verifier",
     # scoring and the stage table
     "gsm8k_accuracy": "scoring", "failure_category": "scoring",
-    "wilson_interval": "stage_table", "mcnemar_exact": "stage_table",
-    "read_rows": "stage_table", "render_table": "stage_table", "plot_stage_accuracy": "stage_table",
+    "wilson_interval": "stats", "mcnemar_exact": "stats",
+    "read_rows": "stage_table", "render_table": "stage_table", "plot_stage_accuracy": "plots",
     # training
     "MetricsLogger": "metrics",
 }

@@ -17,7 +17,8 @@ notebook 01 all call it, so they cannot drift apart.
 """
 from tqdm import tqdm  # plain bars: no widget warnings inside notebooks
 
-from lessons_lib.data import DatasetUnavailableError, gsm8k_file, load_gsm8k, read_jsonl
+from lessons_lib.data import DatasetFormatError, DatasetUnavailableError, gsm8k_file, load_gsm8k
+from lessons_lib.jsonl import read_jsonl
 from rewards import extract_answer, find_numbers, gsm8k_gold_answer, is_correct, parse_number
 from rewards.gsm8k import _format
 
@@ -75,7 +76,7 @@ def check_wrong_answers(qa_pairs, progress=False):
 def load_model_solutions(data_dir=None, limit=None):
     """The GPT-3 solutions with OpenAI's labels (one row per test problem), from the GSM8K folder."""
     path = gsm8k_file(MODEL_SOLUTIONS_FILE, data_dir)  # GSM8K_DIR/data_dir, else the shipped copy
-    return read_jsonl(path, limit=limit, keys=("question", *MODELS))
+    return read_jsonl(path, limit=limit, keys=("question", *MODELS), error=DatasetFormatError)
 
 
 def check_model_solutions(rows, qa_pairs, progress=False):

@@ -19,13 +19,14 @@ Every pair is checked as it is loaded (a non-empty question, an answer ending in
 line is a `DatasetFormatError` naming the file and the line, before any model runs.
 """
 import hashlib
-import json
 import os
 import socket
 import sys
 import threading
 import urllib.parse
 from pathlib import Path
+
+from lessons_lib.jsonl import JsonlError, read_jsonl
 
 GSM8K_SPLITS = ("train", "test")
 HOW_TO_GET_GSM8K = (
@@ -48,36 +49,13 @@ class DatasetUnavailableError(RuntimeError):
     """The data set cannot be found locally nor downloaded; the message says how to get it."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(JsonlError):
     """A data file is malformed; the message names the file and the line."""
 
-
-def read_jsonl(path, limit=None, keys=(), check=None):
-    """The objects of a JSONL file (blank lines skipped), at most `limit` of them.
-
-    A line that is not a JSON object holding every key in `keys` (or for which `check(row)` returns
-    a complaint) raises DatasetFormatError naming the file and the line number, so a broken
-    download is found at once, not three notebooks later.
-    """
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if limit is not None and len(rows) >= limit:
-                break  # don't parse what we won't return
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetFormatError(f"{path}, line {line_number}: not valid JSON ({e.msg})") from e
-            missing = [k for k in keys if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise DatasetFormatError(f"{path}, line {line_number}: missing key(s) {missing}")
-            problem = check(row) if check else None
-            if problem:
-                raise DatasetFormatError(f"{path}, line {line_number}: {problem}")
-            rows.append(row)
-    return rows
+    @classmethod
+    def at(cls, path, lineno, problem):
+        """The error for line `lineno` of a data file (`jsonl.read_jsonl` raises it)."""
+        return cls(f"{path}, line {lineno}: {problem}")
 
 
 def gsm8k_dir(data_dir=None):
@@ -194,7 +172,7 @@ def load_gsm8k(split, limit=None, data_dir=None):
     if gsm8k_dir(data_dir) is None and split not in ("test",):
         return _load_gsm8k_from_hub(split, limit)  # only the test split ships with the course
     path = gsm8k_file(f"{split}.jsonl", data_dir)
-    rows = read_jsonl(path, limit=limit, keys=("question", "answer"), check=gsm8k_pair_problem)
+    rows = read_jsonl(path, limit=limit, keys=("question", "answer"), check=gsm8k_pair_problem, error=DatasetFormatError)
     if not rows:
         raise DatasetFormatError(f"{path} holds no questions (the file is empty or blank)")
     return [(row["question"], row["answer"]) for row in rows]

@@ -289,7 +289,7 @@ def show_table(args) -> None:
         raise StageTableError(f"{args.table} has no rows yet: score a checkpoint with --append {args.table}")
     print(render_table(rows, markdown=args.markdown))
     if args.plot:
-        from lessons_lib.stage_table import plot_stage_accuracy
+        from lessons_lib.plots import plot_stage_accuracy
         plot_stage_accuracy(rows, args.plot)
 
 

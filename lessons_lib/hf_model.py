@@ -45,7 +45,8 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import default_device
-from .data import gsm8k_dir, load_qa_pairs, read_jsonl, shipped_file
+from .data import gsm8k_dir, load_qa_pairs, shipped_file
+from .jsonl import read_jsonl
 from .generation import DEFAULT_STRATEGY, STRATEGIES, Generation, plan_batches
 
 INSTALL_HINT = ('scoring a Hugging Face model needs the `transformers` package: '

@@ -1,4 +1,4 @@
-"""MetricsLogger: one JSON object per training step, written and flushed immediately.
+"""MetricsLogger: one JSON object per training step, on disk when `log` returns (`jsonl.append_jsonl`).
 
 The JSONL file is always written (plot it offline, diff it, commit it next to the checkpoint).
 With `use_wandb=True` the same numbers are mirrored to Weights & Biases if it is installed
@@ -7,11 +7,12 @@ With `use_wandb=True` the same numbers are mirrored to Weights & Biases if it is
     with MetricsLogger("checkpoints/logs/sft.jsonl") as log:
         log.log(step=0, loss=2.31, lr=1e-3)
 """
-import json
 import math
 import os
 import sys
 from pathlib import Path
+
+from lessons_lib.jsonl import append_jsonl, read_jsonl, write_jsonl
 
 
 def _plain(value):
@@ -25,16 +26,14 @@ def _plain(value):
 
 def read_metrics(path) -> list[dict]:
     """Read a metrics JSONL back as a list of dicts (what notebooks plot)."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path)
 
 
 class MetricsLogger:
     def __init__(self, path, use_wandb: bool = False, project: str = "gsm8k-post-training",
                  run_name: str | None = None, config: dict | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w")  # a rerun starts a fresh log, not an appended mix
+        write_jsonl(self.path, [])  # a rerun starts a fresh log, not an appended mix
         self._wandb_run = self._start_wandb(project, run_name, config) if use_wandb else None
 
     @staticmethod
@@ -49,16 +48,13 @@ class MetricsLogger:
         return wandb.init(project=project, name=run_name, config=config or {}, mode=mode)
 
     def log(self, step: int, **metrics):
-        """Write {"step": step, **metrics} as one line, flushed (a crash keeps what was logged)."""
+        """Append {"step": step, **metrics} as one line, on disk when this returns (a crash keeps what was logged)."""
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        append_jsonl(self.path, record)
         if self._wandb_run is not None:
             self._wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     def close(self):
-        if not self._file.closed:
-            self._file.close()
         if self._wandb_run is not None:
             self._wandb_run.finish()
             self._wandb_run = None

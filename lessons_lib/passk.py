@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from rewards import _answers_match, extract_answer, gsm8k_gold_answer
-from lessons_lib.stage_table import wilson_interval
+from lessons_lib.stats import wilson_interval
 from lessons_lib.synthetic import TRAPS, synthetic_problems
 
 Z95 = 1.959964

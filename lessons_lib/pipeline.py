@@ -25,7 +25,9 @@ import torch
 from lessons_lib.checkpoint import CheckpointError, load_checkpoint
 from lessons_lib.cli import ArgumentParser, UsageError, check_writable, cli_errors
 from lessons_lib.scoring import gsm8k_accuracy
-from lessons_lib.stage_table import file_sha256, mcnemar_exact, wilson_interval
+from lessons_lib.jsonl import write_jsonl
+from lessons_lib.stage_table import file_sha256
+from lessons_lib.stats import mcnemar_exact, wilson_interval
 from lessons_lib.stages import CONTROL, PARENT, STAGE_NAMES as STAGES, stage
 from lessons_lib.synthetic import TEACHERS, TRAPS, synthetic_problems, teacher_qa_pairs, trap_report
 from lessons_lib.train_base import BaseConfig
@@ -80,9 +82,8 @@ def score_on_test(out: Path, name: str, test_pairs) -> dict:
     t0 = time.time()
     model = load_checkpoint(out / f"{name}.pt", device="cpu")
     acc, records = gsm8k_accuracy(model, test_pairs, max_new_tokens=256, progress=False)
-    with open(out / "logs" / f"test_records_{name}.jsonl", "w") as f:
-        for r in records:
-            f.write(json.dumps({k: r[k] for k in ("index", "extracted", "gold", "correct", "response")}) + "\n")
+    write_jsonl(out / "logs" / f"test_records_{name}.jsonl",
+                ({k: r[k] for k in ("index", "extracted", "gold", "correct", "response")} for r in records))
     correct = sum(r["correct"] for r in records)
     lo, hi = wilson_interval(correct, len(records))
     traps = trap_report(synthetic_problems("test", len(records)), records)

@@ -1,15 +1,16 @@
-"""Small drawing helpers for the notebooks' figures: boxes and arrows, and a heatmap of categories.
+"""The course's figures: boxes and arrows, a heatmap of categories, and the stages side by side.
 
 Plain matplotlib, nothing else: a flowchart is text boxes joined by arrows, placed by hand in axes
-coordinates (0..1 both ways), so no graph-layout dependency is needed. Also `source_without_docstring`,
-for showing a library function's code in a notebook without printing its docstring.
+coordinates (0..1 both ways), so no graph-layout dependency is needed. The stage table's bar chart
+(`plot_stage_accuracy`, what `--plot` and `make table` save) and the paired comparisons of
+notebook 05 are here too.
 """
-import ast
-import inspect
-import textwrap
-
+import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
+
+from lessons_lib.stage_table import dataset_name, latest_rows
+from lessons_lib.stats import difference_by_sample_size, format_p, paired_counts, wilson_interval
 
 KIND_COLORS = {"start": "#e8e8e8", "question": "#dbe8f7", "answer": "#d8f0d8", "none": "#f7dcdc"}
 
@@ -97,7 +98,35 @@ def category_heatmap(ax, codes, labels, colors, xlabel="", ylabel="", title="", 
 
 
 # ---------------------------------------------------------------------------------------------
-# stages side by side: failure categories, the paired 2x2, and a difference as n grows
+# stages side by side: the table's accuracies, failure categories, the paired 2x2, a difference as n grows
+
+def plot_stage_accuracy(rows, path=None, ax=None, title=None):
+    """Bar chart of accuracy per stage with Wilson 95% interval bars; control rows hatched.
+    Saves to `path` when given; returns the matplotlib Axes."""
+    if path is not None and ax is None:
+        matplotlib.use("Agg", force=False)  # headless-safe when only saving a file
+    rows, _ = latest_rows(rows)
+    controls = {r.get("control") for r in rows if r.get("control")}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    acc = [100 * r["correct"] / max(r["n"], 1) for r in rows]
+    ci = [wilson_interval(r["correct"], r["n"]) for r in rows]
+    err = [[a - 100 * lo for a, (lo, _) in zip(acc, ci)], [100 * hi - a for a, (_, hi) in zip(acc, ci)]]
+    names = [r["label"] + ("\n(control)" if r["label"] in controls else "") for r in rows]
+    bars = ax.bar(names, acc, yerr=err, capsize=4, color="#7aa6d8", edgecolor="#2c6fbb")
+    for bar, r, a, hi in zip(bars, rows, acc, err[1]):
+        if r["label"] in controls:
+            bar.set_hatch("//"); bar.set_facecolor("#dddddd")  # the control is not a stage
+        ax.text(bar.get_x() + bar.get_width() / 2, a + hi + 1.5, f"{a:.1f}", ha="center", fontsize=8)
+    ax.set_ylabel("accuracy (%)  ± Wilson 95%")
+    ax.set_ylim(0, 100)
+    ax.set_title(title or f"{dataset_name(rows)} accuracy per stage (greedy, n={rows[0]['n'] if rows else 0})")
+    ax.tick_params(axis="x", rotation=20)
+    if path is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=120)
+    return ax
+
 
 CATEGORY_COLORS = {"correct": "#4c9a4c", "truncated": "#b0b0b0", "no answer": "#e0e0e0",
                    "wrong arithmetic": "#e8a33d", "wrong number copied": "#d9704a", "wrong reasoning": "#b83c3c"}
@@ -130,7 +159,6 @@ def plot_mcnemar_2x2(records_a, records_b, label_a, label_b, ax=None):
     """The 2x2 table of two stages on the same questions as an annotated heatmap: rows a right/wrong,
     columns b right/wrong, so the off-diagonal cells are "only a" and "only b", the only questions
     McNemar's test reads. The exact p-value is in the title. Returns the Axes."""
-    from lessons_lib.stage_table import format_p, paired_counts
     c = paired_counts(records_a, records_b)  # fixed: a right and b wrong; broke: the reverse
     table = [[c["both_right"], c["fixed"]], [c["broke"], c["both_wrong"]]]
     if ax is None:
@@ -150,11 +178,10 @@ def plot_mcnemar_2x2(records_a, records_b, label_a, label_b, ax=None):
 
 
 def plot_sample_size_flip(records_a, records_b, label_a="a", label_b="b", sizes=(50, 100, 200, 500), ax=None):
-    """The paired difference a − b (points) with its 95% interval (`stage_table.paired_difference_interval`)
-    on the first n questions, for each n in `sizes` the two share (`stage_table.difference_by_sample_size`).
+    """The paired difference a − b (points) with its 95% interval (`stats.paired_difference_interval`)
+    on the first n questions, for each n in `sizes` the two share (`stats.difference_by_sample_size`).
     A small difference can change sign as n grows; the intervals say it was never pinned down.
     Returns the Axes; `ax.containers[0]` is the errorbar of the differences."""
-    from lessons_lib.stage_table import difference_by_sample_size
     points = difference_by_sample_size(records_a, records_b, sizes)
     if not points:
         raise ValueError(f"the two runs share fewer questions than the smallest size in {tuple(sizes)}")
@@ -173,18 +200,3 @@ def plot_sample_size_flip(records_a, records_b, label_a="a", label_b="b", sizes=
     ax.set_ylabel(f"{label_a} − {label_b} (points)  ± 95%")
     ax.set_title(f"{label_a} − {label_b}, paired, on the first n questions")
     return ax
-
-
-# ---------------------------------------------------------------------------------------------
-# showing code in a notebook
-
-def source_without_docstring(obj) -> str:
-    """The source of a function or class with its own docstring left out: for a notebook that shows
-    the code and says in prose what the docstring says. Comments and everything else are kept."""
-    source = textwrap.dedent(inspect.getsource(obj))
-    node = ast.parse(source).body[0]
-    first = node.body[0] if node.body else None
-    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
-        return source.rstrip("\n")
-    lines = source.splitlines()
-    return "\n".join(lines[:first.lineno - 1] + lines[first.end_lineno:])

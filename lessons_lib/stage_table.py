@@ -1,41 +1,36 @@
-"""The across-stage table: rows in a JSONL file, intervals, paired tests, text/Markdown and a plot.
+"""The across-stage table: its rows (what one scored checkpoint records) and their rendering.
 
 Every scored checkpoint becomes one *row* — a JSON object on its own line of a `.jsonl` file
 (label, checkpoint sha256, dataset, n, correct, accuracy, settings, timing, library version, where the
 per-item records were saved). Appending a line is the whole database: it survives crashes, two runs
 can append at once, and `cat` shows it.
 
-Two statistics make the table honest on a few hundred questions:
-
-* **Wilson 95% interval** per row — how far the true accuracy could plausibly be from the measured
-  one (±4 points at n=500, ±7 at n=200: a 3-point "gain" can be noise).
-* **Exact McNemar test** between two stages scored on the *same* questions. Only the questions where
-  they disagree carry information: `fixed` (new stage right, old wrong) and `broke` (the reverse).
-  If the new stage were no better, each disagreement would be a fair coin flip, so
-  p = P(a Binomial(fixed+broke, 1/2) at least as lopsided as observed), two-sided.
+The table is built from three neighbours, each one job:
+`lessons_lib.jsonl` reads and writes the files (durable appends, atomic records),
+`lessons_lib.stats` computes the Wilson interval per row and the exact McNemar test per pair, and
+`lessons_lib.plots.plot_stage_accuracy` draws the table as a bar chart.
 
 **A label appended twice** (e.g. you re-scored `sft` after retraining): every row stays in the file
 (it is an append-only log), but the table keeps only the *latest* row per (dataset, split, label),
 in the position where that label first appeared, and prints a note saying how many rows it replaced.
 """
 
-import fcntl
 import hashlib
 import json
-import math
-import os
 import re
 import unicodedata
 import warnings
-from fractions import Fraction
+from importlib import import_module
 from pathlib import Path
+
+from lessons_lib.jsonl import JsonlError, append_jsonl, jsonl_lines, read_jsonl, write_jsonl
+from lessons_lib.stats import format_p, paired_counts, wilson_interval
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_N = 10**9  # no benchmark has more questions; a larger n is an edit (and overflows the intervals)
-Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal: a two-sided 95% interval
 
 
-class StageTableError(ValueError):
+class StageTableError(JsonlError):
     """A stage-table or records file that cannot be read (the message names the file and line)."""
 
 
@@ -111,108 +106,24 @@ def make_row(label, records, *, ckpt, dataset, split, max_new_tokens, strategy, 
     }
 
 
+
+
 # ---------------------------------------------------------------------------------------------
-# JSONL: append safely, read with precise errors
-
-def append_jsonl(path, obj) -> None:
-    """Append one JSON object as one line, safe against concurrent writers.
-
-    The whole line goes out in a single `os.write` on an `O_APPEND` descriptor (the kernel moves to
-    the end and writes in one step), under an exclusive `flock` (so even a short write that needs a
-    second call cannot be interleaved with another process's line).
-    """
-    line = (json.dumps(obj, sort_keys=False) + "\n").encode("utf-8")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the fd is closed
-        written = os.write(fd, line)
-        while written < len(line):  # rare (full disk, signals); the lock keeps it contiguous
-            written += os.write(fd, line[written:])
-    finally:
-        os.close(fd)
-
+# the files: rows appended one by one, records written whole (both through lessons_lib.jsonl)
 
 def append_row(path, row) -> None:
     """Append one stage-table row (see `make_row`) as one line; when this returns, the row is on disk.
 
-    Like `append_jsonl` (one `os.write` on an `O_APPEND` descriptor under an exclusive `flock`), plus
-    two guarantees a table needs: the row starts on a line of its own even when the file ends in a
-    torn or hand-edited line without its newline (else the row would be glued onto it and lost),
-    and it is `fsync`ed before returning (a power cut cannot take back a reported row).
+    `jsonl.append_jsonl`: one `os.write` on an `O_APPEND` descriptor under an exclusive `flock`, the
+    row on a line of its own even after a torn or hand-edited last line, `fsync`ed before returning,
+    and a failed write cut back off (docs/reliability.md, G1-G3 and G12).
     """
-    line = (json.dumps(row) + "\n").encode("utf-8")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: we read the last byte
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held from the last-byte check to the end of the write
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line  # end the damaged line; read_rows reports it and reads on
-        try:
-            written = os.write(fd, line)
-            while written < len(line):  # rare (full disk, signals); the lock keeps it contiguous
-                written += os.write(fd, line[written:])
-            os.fsync(fd)
-        except BaseException:
-            _restore_length(fd, size)  # a short write (full disk, file-size limit): no half row left
-            raise
-    finally:
-        os.close(fd)
-
-
-def _restore_length(fd, size) -> None:
-    """Cut the table back to `size` bytes, its length before this write, still under the lock: the
-    next row then starts where this one would have, not glued to a fragment of it."""
-    try:
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-    except OSError:
-        pass  # nothing better to do: the original error is the one to report
+    append_jsonl(path, row)
 
 
 class StageTableWarning(UserWarning):
     """A damaged line of a table or an unusable records file: skipped, and said where."""
 
-
-def _jsonl_lines(path):
-    """(line number, object or None, what is wrong or None) for each non-blank line of a JSONL file.
-    Read as bytes: a line torn inside a UTF-8 character is one bad line, not an unreadable file."""
-    path = Path(path)
-    if not path.exists():
-        raise StageTableError(f"{path}: no such file (score a checkpoint with --append {path} first)")
-    if not path.is_file():
-        raise StageTableError(f"{path} is not a file")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (some editors): not part of the row
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except ValueError as e:  # also an integer past Python's 4300-digit limit
-                torn = not raw.endswith(b"\n")  # the last line, cut short by a crash or an editor
-                why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8" \
-                    if isinstance(e, UnicodeDecodeError) else str(e)
-                yield lineno, None, ("an unfinished last line (a write cut short?)" if torn else
-                                     f"not valid JSON ({why}: a write cut short, or an edit)")
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, None, f"expected a JSON object, got {type(obj).__name__}"
-                continue
-            yield lineno, obj, None
-
-
-def read_jsonl(path) -> list[dict]:
-    """Every JSON object in a JSONL file (per-item records). Blank lines are skipped; a broken line
-    raises `StageTableError("file:line: ...")` so you can open the file at the right place."""
-    objects = []
-    for lineno, obj, problem in _jsonl_lines(path):
-        if problem:
-            raise StageTableError(f"{path}:{lineno}: {problem}; fix or delete that line")
-        objects.append(obj)
-    return objects
 
 
 def row_problem(row) -> str | None:
@@ -238,7 +149,9 @@ def read_rows(path) -> list[dict]:
     never hides the others: it is skipped with a `StageTableWarning` naming file:line and how to
     repair it. A file with lines but no row at all raises `StageTableError` (is it a table?)."""
     rows, bad = [], []
-    for lineno, obj, problem in _jsonl_lines(path):
+    if not Path(path).exists():
+        raise StageTableError(f"{path}: no such file (score a checkpoint with --append {path} first)")
+    for lineno, obj, problem in jsonl_lines(path, StageTableError):
         problem = problem or row_problem(obj)
         if problem:
             bad.append((lineno, problem))
@@ -290,20 +203,14 @@ def records_problem(path) -> str | None:
 
 
 def write_records(path, records) -> None:
-    """Per-item records as JSONL, written atomically (tmp file + fsync + rename: never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or a size limit leaves no .tmp behind
-        raise
+    """Per-item records as JSONL, written atomically (`jsonl.write_jsonl`: never half a file)."""
+    write_jsonl(path, records)
+
+
+def read_records(path) -> list[dict]:
+    """Every record of a per-item records file, strict: a broken line raises
+    `StageTableError("file:line: ...")` so you can open the file at the right place."""
+    return read_jsonl(path, error=StageTableError)
 
 
 def latest_rows(rows) -> tuple[list[dict], int]:
@@ -318,114 +225,13 @@ def latest_rows(rows) -> tuple[list[dict], int]:
     return [latest[k] for k in order], len(rows) - len(order)
 
 
-# ---------------------------------------------------------------------------------------------
-# statistics
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion. Unlike p ± z·se it never leaves [0, 1] and stays
-    sensible at 0/n and n/n — exactly where tiny models live (0% on real GSM8K)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if correct == 0 else max(0.0, centre - half)  # exact ends, no 1e-18 rounding residue
-    hi = 1.0 if correct == n else min(1.0, centre + half)
-    return lo, hi
-
-
-def mcnemar_exact(fixed: int, broke: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts.
-
-    Under "no difference" each of the `fixed + broke` disagreements is a fair coin, so
-    p = min(1, 2 · P(Binomial(fixed+broke, 1/2) ≤ min(fixed, broke))). Computed with exact integers
-    (Fraction) so tiny p-values like 1e-40 are not rounded to 0 along the way.
-    """
-    m, k = fixed + broke, min(fixed, broke)
-    if m == 0:
-        return 1.0
-    tail = Fraction(sum(math.comb(m, i) for i in range(k + 1)), 2 ** m)
-    return float(min(Fraction(1), 2 * tail))
-
-
-def paired_counts(records_new, records_old) -> dict:
-    """Compare two stages question by question (matched on `index`, checked on `question`).
-
-    Returns both_right, fixed (new right, old wrong), broke (new wrong, old right), both_wrong,
-    n (questions in common), the exact McNemar p, and the fixed/broke index lists.
-    """
-    old_by_index = {r["index"]: r for r in records_old}
-    counts = {"both_right": 0, "fixed": 0, "broke": 0, "both_wrong": 0}
-    fixed_ids, broke_ids = [], []
-    for r in records_new:
-        old = old_by_index.get(r["index"])
-        if old is None:
-            continue
-        if old.get("question") != r.get("question"):
-            raise ValueError(f"item {r['index']}: the two runs asked different questions — "
-                             "a paired test needs both stages scored on the same dataset and split")
-        key = {(True, True): "both_right", (True, False): "fixed",
-               (False, True): "broke", (False, False): "both_wrong"}[(bool(r["correct"]), bool(old["correct"]))]
-        counts[key] += 1
-        if key == "fixed":
-            fixed_ids.append(r["index"])
-        elif key == "broke":
-            broke_ids.append(r["index"])
-    n = sum(counts.values())
-    return {**counts, "n": n, "p": mcnemar_exact(counts["fixed"], counts["broke"]),
-            "fixed_ids": fixed_ids, "broke_ids": broke_ids}
-
-
-def paired_difference_interval(both_right: int, fixed: int, broke: int, both_wrong: int,
-                               z: float = Z95) -> tuple[float, float]:
-    """95% interval for new − old accuracy, (fixed − broke)/n, of two stages on the same questions.
-
-    Newcombe's square-and-add interval for paired data (1998, method 10): the Wilson interval of each
-    stage's accuracy, combined through the correlation of their right/wrong answers (which the
-    paired design has, and an unpaired interval would ignore). Stays inside [-1, 1], and is not
-    zero-width when the stages never disagree, unlike delta ± z·se.
-    """
-    n = both_right + fixed + broke + both_wrong
-    if n <= 0:
-        return -1.0, 1.0
-    new_right, old_right = both_right + fixed, both_right + broke
-    p_new, p_old = new_right / n, old_right / n
-    (lo_new, hi_new), (lo_old, hi_old) = wilson_interval(new_right, n, z), wilson_interval(old_right, n, z)
-    margins = new_right * (n - new_right) * old_right * (n - old_right)
-    a = both_right * both_wrong - fixed * broke  # > 0: the stages tend to be right on the same questions
-    a = a - n / 2 if a > n / 2 else min(a, 0)  # Newcombe's continuity correction of the correlation
-    phi = a / math.sqrt(margins) if margins else 0.0
-    delta = p_new - p_old
-    down = (p_new - lo_new) ** 2 + (hi_old - p_old) ** 2 - 2 * phi * (p_new - lo_new) * (hi_old - p_old)
-    up = (hi_new - p_new) ** 2 + (p_old - lo_old) ** 2 - 2 * phi * (hi_new - p_new) * (p_old - lo_old)
-    return max(-1.0, delta - math.sqrt(max(down, 0.0))), min(1.0, delta + math.sqrt(max(up, 0.0)))
-
-
-def difference_by_sample_size(records_a, records_b, sizes=(50, 100, 200, 500)) -> list[dict]:
-    """The paired difference a − b on the first n questions (by index) they share, for each n in
-    `sizes` that is not larger than what they share: {n, delta, lo, hi, fixed, broke, p} per n, in
-    points (delta, lo, hi) and counts. Shows how a small difference, and even its sign, moves with n."""
-    common = sorted({r["index"] for r in records_a} & {r["index"] for r in records_b})
-    out = []
-    for n in sorted(set(sizes)):
-        if n > len(common) or n <= 0:
-            continue  # fewer questions than asked for: no row rather than a silently smaller n
-        keep = set(common[:n])
-        c = paired_counts([r for r in records_a if r["index"] in keep], [r for r in records_b if r["index"] in keep])
-        lo, hi = paired_difference_interval(c["both_right"], c["fixed"], c["broke"], c["both_wrong"])
-        out.append({"n": n, "delta": 100 * (c["fixed"] - c["broke"]) / n, "lo": 100 * lo, "hi": 100 * hi,
-                    "fixed": c["fixed"], "broke": c["broke"], "p": c["p"]})
-    return out
-
-
 def load_records(row) -> list[dict] | None:
     """The per-item records a row points to, or None when it has none / the file is gone."""
     if not row.get("records"):
         return None
     try:
         path = resolve_path(row["records"])
-        return read_jsonl(path) if path.exists() else None
+        return read_records(path) if path.exists() else None
     except StageTableError:
         raise
     except (OSError, ValueError) as e:  # unreadable, or a NUL byte in the path: only this row's tests go
@@ -434,19 +240,6 @@ def load_records(row) -> list[dict] | None:
 
 # ---------------------------------------------------------------------------------------------
 # the table
-
-P_FLOOR = 1e-6  # below this an exact p only says "tiny": the test's assumptions matter more than its digits
-
-
-def format_p(p: float, space: str = "") -> str:
-    """'p=0.0010': two significant digits, trailing zeros kept, never in e-notation (0.000999 is not
-    '1e-03'); below P_FLOOR, 'p<1e-6'. `space` goes around the sign ('p = 0.0010' in a plot title)."""
-    if p < P_FLOOR:
-        return f"p{space}<{space}1e-6"
-    rounded = float(f"{p:.2g}")
-    decimals = max(1, 1 - math.floor(math.log10(rounded)))  # 2 significant digits after the leading zeros
-    return f"p{space}={space}{rounded:.{decimals}f}"
-
 
 def compare_rows(rows) -> dict:
     """Paired tests for each row against its `parent` and `control` rows present in the same table.
@@ -496,7 +289,7 @@ def table_lines(rows):
     """Header and cell strings of one table (rows already deduplicated, one dataset/split)."""
     controls = {r.get("control") for r in rows if r.get("control")}
     comparisons = compare_rows(rows)
-    header = ["stage", f"{_dataset_name(rows)} acc", "95% CI", "n", "vs parent (paired)", "vs control (paired)"]
+    header = ["stage", f"{dataset_name(rows)} acc", "95% CI", "n", "vs parent (paired)", "vs control (paired)"]
     body = []
     for r in rows:
         lo, hi = wilson_interval(r["correct"], r["n"])
@@ -515,7 +308,7 @@ def _paired_ns(row, rows, role) -> tuple:
     return (row["n"],) + ((ref["n"],) if ref else ())
 
 
-def _dataset_name(rows) -> str:
+def dataset_name(rows) -> str:
     dataset = rows[0].get("dataset") if rows else None
     return {"gsm8k": "GSM8K", "synthetic": "synthetic"}.get(dataset, _printable(dataset or "GSM8K"))
 
@@ -609,32 +402,14 @@ def render_table(rows, markdown=False) -> str:
     return sep.join(parts) + sep + ("\n\n" if markdown else "\n").join(notes)
 
 
-def plot_stage_accuracy(rows, path=None, ax=None, title=None):
-    """Bar chart of accuracy per stage with Wilson 95% interval bars; control rows hatched.
-    Saves to `path` when given; returns the matplotlib Axes."""
-    import matplotlib
-    if path is not None and ax is None:
-        matplotlib.use("Agg", force=False)  # headless-safe when only saving a file
-    import matplotlib.pyplot as plt
+# ---------------------------------------------------------------------------------------------
+# names that moved out of this module (issue 18): still importable from here, for code written before
 
-    rows, _ = latest_rows(rows)
-    controls = {r.get("control") for r in rows if r.get("control")}
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
-    acc = [100 * r["correct"] / max(r["n"], 1) for r in rows]
-    ci = [wilson_interval(r["correct"], r["n"]) for r in rows]
-    err = [[a - 100 * lo for a, (lo, _) in zip(acc, ci)], [100 * hi - a for a, (_, hi) in zip(acc, ci)]]
-    names = [r["label"] + ("\n(control)" if r["label"] in controls else "") for r in rows]
-    bars = ax.bar(names, acc, yerr=err, capsize=4, color="#7aa6d8", edgecolor="#2c6fbb")
-    for bar, r, a, hi in zip(bars, rows, acc, err[1]):
-        if r["label"] in controls:
-            bar.set_hatch("//"); bar.set_facecolor("#dddddd")  # the control is not a stage
-        ax.text(bar.get_x() + bar.get_width() / 2, a + hi + 1.5, f"{a:.1f}", ha="center", fontsize=8)
-    ax.set_ylabel("accuracy (%)  ± Wilson 95%")
-    ax.set_ylim(0, 100)
-    ax.set_title(title or f"{_dataset_name(rows)} accuracy per stage (greedy, n={rows[0]['n'] if rows else 0})")
-    ax.tick_params(axis="x", rotation=20)
-    if path is not None:
-        ax.figure.tight_layout()
-        ax.figure.savefig(path, dpi=120)
-    return ax
+_MOVED = {"Z95": "stats", "mcnemar_exact": "stats", "paired_difference_interval": "stats",
+          "difference_by_sample_size": "stats", "P_FLOOR": "stats", "plot_stage_accuracy": "plots"}
+
+
+def __getattr__(name):  # imported on first use: reading a table never imports matplotlib
+    if name not in _MOVED:
+        raise AttributeError(f"module 'lessons_lib.stage_table' has no attribute {name!r}")
+    return getattr(import_module(f"lessons_lib.{_MOVED[name]}"), name)

@@ -14,10 +14,8 @@ The course's PPO uses the exact verifier reward rather than this learned one; th
 PPO rewarded by this model instead, to show what RLHF does when no verifier exists.
 """
 import copy
-import json
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
@@ -26,6 +24,7 @@ from rewards import gsm8k_gold_answer, is_correct
 from lessons_lib.calculator import calculator_forced_byte_mask
 from lessons_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lessons_lib.config import StageConfig, knob, text
+from lessons_lib.jsonl import write_jsonl
 from lessons_lib.losses import bradley_terry_loss
 from lessons_lib.tokenizer import EOT, encode
 from lessons_lib.training import (Timer, collate, load_trainable, sample_responses, seed_everything, sft_target,
@@ -159,10 +158,7 @@ def preference_accuracy(rm, pairs) -> float:
 
 
 def save_pairs(path, pairs):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for p in pairs:
-            f.write(json.dumps(p, separators=(",", ":")) + "\n")
+    write_jsonl(path, pairs, compact=True)
 
 
 def train(cfg: RewardModelConfig, out_dir, progress: bool = True, use_wandb: bool = False) -> dict:

@@ -146,7 +146,7 @@ def save_plot(tables, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lessons_lib.stage_table import plot_stage_accuracy
+    from lessons_lib.plots import plot_stage_accuracy
     fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 3.8), squeeze=False)
     for ax, (dataset, table) in zip(axes[0], tables.items()):
         plot_stage_accuracy(read_rows(table), ax=ax)

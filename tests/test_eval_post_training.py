@@ -12,7 +12,8 @@ import torch
 from lessons_lib.checkpoint import save_checkpoint
 from lessons_lib.model import GPT, GPTConfig
 from helpers import load_script
-from lessons_lib.stage_table import read_jsonl, read_rows
+from lessons_lib.jsonl import read_jsonl
+from lessons_lib.stage_table import read_rows
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "eval_post_training.py"

@@ -22,7 +22,8 @@ from lessons_lib.hf_model import (FEWSHOT_STOP, HFUnavailableError, cut_at_stop,
                                   generate_ids, gpt2_from_course, load_hf_model, resolve_dtype, save_tiny_model)
 from lessons_lib.model import GPT, GPTConfig
 from lessons_lib.scoring import gsm8k_accuracy, score_model
-from lessons_lib.stage_table import file_sha256, read_jsonl, read_rows
+from lessons_lib.jsonl import read_jsonl
+from lessons_lib.stage_table import file_sha256, read_rows
 from lessons_lib.tokenizer import EOT, PAD, encode_prompt
 
 REPO = Path(__file__).resolve().parent.parent

@@ -40,7 +40,7 @@ def test_category_heatmap_draws_the_codes_with_a_legend():
 
 from lessons_lib.plots import plot_failure_categories, plot_mcnemar_2x2, plot_sample_size_flip  # noqa: E402
 from lessons_lib.scoring import FAILURE_CATEGORIES, failure_category  # noqa: E402
-from lessons_lib.stage_table import mcnemar_exact, paired_difference_interval  # noqa: E402
+from lessons_lib.stats import mcnemar_exact, paired_difference_interval  # noqa: E402
 
 QUESTION = "Ann has 3 apples and 5 pears. How many fruits?"
 ONE_OF_EACH = {  # a record of each failure category, as scoring writes them
@@ -125,7 +125,7 @@ def test_sample_size_flip_plots_the_paired_difference_for_each_n():
 
 # --- showing code ---------------------------------------------------------------------------------------
 
-from lessons_lib.plots import source_without_docstring  # noqa: E402
+from lessons_lib.nb_helpers import source_without_docstring  # noqa: E402
 
 
 def _documented(x):

@@ -212,7 +212,7 @@ def test_04_written_answers():
 # --- 05 · the stage table -----------------------------------------------------------------------------
 
 def test_05_written_answers():
-    from lessons_lib.stage_table import mcnemar_exact
+    from lessons_lib.stats import mcnemar_exact
     s = importlib.import_module("solutions.nb05_stage_table")
     manifest = json.loads((Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json").read_text())
     comparisons = manifest["comparisons"]
@@ -350,7 +350,7 @@ def test_09_my_ask_is_chat_ask_on_a_tiny_model():
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=12), st.integers(0, 12))
 def test_09_disagreements_is_paired_counts(rights, dropped):
-    from lessons_lib.stage_table import paired_counts
+    from lessons_lib.stats import paired_counts
     disagreements = importlib.import_module("solutions.nb09_talk_to_a_checkpoint").disagreements
     a = [{"index": i, "correct": x} for i, (x, _) in enumerate(rights)]
     b = [{"index": i, "correct": y} for i, (_, y) in enumerate(rights)][dropped:]  # b may miss some questions

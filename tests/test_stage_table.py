@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from lessons_lib import stage_table as st
+from lessons_lib import jsonl, stage_table as st, stats
 
 
 def _row(label, correct, n=100, dataset="synthetic", split="test", **kw):
@@ -26,7 +26,7 @@ def _records(correct_flags, questions=None):
 def _append_many(path, writer, count):
     payload = "x" * 3000  # long lines: a torn write would show up as interleaved bytes
     for i in range(count):
-        st.append_jsonl(path, {"writer": writer, "i": i, "payload": payload})
+        jsonl.append_jsonl(path, {"writer": writer, "i": i, "payload": payload})
 
 
 def test_two_processes_appending_lose_nothing_and_never_interleave(tmp_path):
@@ -76,7 +76,7 @@ def test_lines_that_are_not_rows_are_skipped_and_a_file_without_rows_is_an_error
         st.read_rows(tmp_path / "missing.jsonl")
     path.write_text('{"a": 1}\n{oops\n')
     with pytest.raises(st.StageTableError, match=r"t.jsonl:2: not valid JSON"):  # records: strict
-        st.read_jsonl(path)
+        st.read_records(path)
 
 
 def test_duplicate_label_keeps_latest_in_first_position_and_says_so():
@@ -100,29 +100,29 @@ def test_same_label_on_two_datasets_is_not_a_duplicate():
 # ---- statistics -----------------------------------------------------------------------------
 
 def test_wilson_matches_hand_computation_and_edges():
-    lo, hi = st.wilson_interval(50, 100)
+    lo, hi = stats.wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
-    lo, hi = st.wilson_interval(0, 200)
+    lo, hi = stats.wilson_interval(0, 200)
     assert lo == 0.0 and hi == pytest.approx(0.01884, abs=1e-4)  # not the degenerate [0, 0]
-    lo, hi = st.wilson_interval(200, 200)
+    lo, hi = stats.wilson_interval(200, 200)
     assert hi == 1.0 and lo == pytest.approx(1 - 0.01884, abs=1e-4)
-    assert st.wilson_interval(0, 0) == (0.0, 1.0)
+    assert stats.wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_mcnemar_exact_against_binomial_by_hand():
-    assert st.mcnemar_exact(0, 0) == 1.0
-    assert st.mcnemar_exact(5, 5) == 1.0
-    assert st.mcnemar_exact(6, 0) == pytest.approx(2 / 64)  # 2 * (1/2)^6
-    assert st.mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # symmetric
+    assert stats.mcnemar_exact(0, 0) == 1.0
+    assert stats.mcnemar_exact(5, 5) == 1.0
+    assert stats.mcnemar_exact(6, 0) == pytest.approx(2 / 64)  # 2 * (1/2)^6
+    assert stats.mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # symmetric
     expected = float(2 * Fraction(sum(math.comb(12, i) for i in range(3)), 2 ** 12))
-    assert st.mcnemar_exact(10, 2) == pytest.approx(expected)  # 0.03857...
-    assert 0 < st.mcnemar_exact(200, 5) < 1e-40  # tiny p-values do not underflow to 0
+    assert stats.mcnemar_exact(10, 2) == pytest.approx(expected)  # 0.03857...
+    assert 0 < stats.mcnemar_exact(200, 5) < 1e-40  # tiny p-values do not underflow to 0
 
 
 def test_paired_counts_fixed_and_broke():
     old = _records([True, True, False, False, False])
     new = _records([True, False, True, True, False])
-    c = st.paired_counts(new, old)
+    c = stats.paired_counts(new, old)
     assert (c["both_right"], c["fixed"], c["broke"], c["both_wrong"], c["n"]) == (1, 2, 1, 1, 5)
     assert c["fixed_ids"] == [2, 3] and c["broke_ids"] == [1]
     assert c["p"] == pytest.approx(1.0)
@@ -131,38 +131,38 @@ def test_paired_counts_fixed_and_broke():
 def test_paired_difference_interval_matches_newcombe_and_behaves():
     # Cavo et al. 2012 (Fagerland, Lydersen & Laake, "Statistical analysis of contingency tables", ch. 8):
     # 59 both, 6 only the first, 16 only the second, 80 neither -> -0.0621 (95% CI -0.1186 to -0.0046)
-    lo, hi = st.paired_difference_interval(59, 6, 16, 80)
+    lo, hi = stats.paired_difference_interval(59, 6, 16, 80)
     assert (lo, hi) == pytest.approx((-0.1186, -0.0046), abs=5e-5)
-    assert st.paired_difference_interval(59, 16, 6, 80) == pytest.approx((-hi, -lo))  # swap the stages: negate
-    lo, hi = st.paired_difference_interval(150, 0, 0, 50)  # never disagree: around 0, not zero-width
+    assert stats.paired_difference_interval(59, 16, 6, 80) == pytest.approx((-hi, -lo))  # swap the stages: negate
+    lo, hi = stats.paired_difference_interval(150, 0, 0, 50)  # never disagree: around 0, not zero-width
     assert lo == pytest.approx(-hi) and 0 < hi < 0.03
-    lo, hi = st.paired_difference_interval(0, 30, 0, 0)  # all 30 fixed: +100 points, and never above it
+    lo, hi = stats.paired_difference_interval(0, 30, 0, 0)  # all 30 fixed: +100 points, and never above it
     assert hi == 1.0 and 0.8 < lo < 1.0
-    assert st.paired_difference_interval(0, 0, 0, 0) == (-1.0, 1.0)
+    assert stats.paired_difference_interval(0, 0, 0, 0) == (-1.0, 1.0)
 
 
 def test_paired_difference_interval_is_the_normal_one_for_large_n():
     a, b, c, d = 40_000, 9_000, 6_000, 45_000  # 100,000 questions: Newcombe and delta ± z·se agree
     n, delta = a + b + c + d, (b - c) / (a + b + c + d)
     se = math.sqrt(((b + c) / n - delta ** 2) / n)
-    assert st.paired_difference_interval(a, b, c, d) == pytest.approx((delta - st.Z95 * se, delta + st.Z95 * se), abs=2e-4)
+    assert stats.paired_difference_interval(a, b, c, d) == pytest.approx((delta - stats.Z95 * se, delta + stats.Z95 * se), abs=2e-4)
 
 
 def test_difference_by_sample_size_uses_the_first_n_shared_questions():
     new = _records([i % 10 == 0 for i in range(300)])       # right on 0, 10, 20, ...
     old = _records([i in (5, 155, 255) for i in range(300)])  # right on three others
-    rows = st.difference_by_sample_size(new, list(reversed(old)), sizes=(100, 10, 200, 301))  # any order
+    rows = stats.difference_by_sample_size(new, list(reversed(old)), sizes=(100, 10, 200, 301))  # any order
     assert [r["n"] for r in rows] == [10, 100, 200]  # sorted; 301 > the 300 shared questions: left out
     assert [(r["fixed"], r["broke"]) for r in rows] == [(1, 1), (10, 1), (20, 2)]
     assert [r["delta"] for r in rows] == pytest.approx([0.0, 9.0, 9.0])
-    lo, hi = st.paired_difference_interval(0, 10, 1, 89)
+    lo, hi = stats.paired_difference_interval(0, 10, 1, 89)
     assert (rows[1]["lo"], rows[1]["hi"]) == pytest.approx((100 * lo, 100 * hi))
-    assert rows[1]["p"] == st.mcnemar_exact(10, 1)
+    assert rows[1]["p"] == stats.mcnemar_exact(10, 1)
 
 
 def test_paired_counts_refuses_different_questions():
     with pytest.raises(ValueError, match="different questions"):
-        st.paired_counts(_records([True]), _records([True], questions={0: "other"}))
+        stats.paired_counts(_records([True]), _records([True], questions={0: "other"}))
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -205,8 +205,9 @@ def test_table_without_records_has_no_paired_columns():
 
 
 def test_plot_writes_png(tmp_path):
+    from lessons_lib.plots import plot_stage_accuracy
     out = tmp_path / "plot.png"
-    st.plot_stage_accuracy(st.read_rows(_table_with_records(tmp_path)), out)
+    plot_stage_accuracy(st.read_rows(_table_with_records(tmp_path)), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -258,12 +259,12 @@ def test_skipped_prompts_are_noted():
 
 
 def test_p_values_keep_two_significant_digits_and_tiny_ones_say_so():
-    assert st.format_p(0.000999) == "p=0.0010"  # not 1e-03, which claims a tenth of the precision
-    assert [st.format_p(p) for p in (1.0, 0.868, 0.05, 0.002, 3.2e-5)] == ["p=1.0", "p=0.87", "p=0.050", "p=0.0020",
+    assert stats.format_p(0.000999) == "p=0.0010"  # not 1e-03, which claims a tenth of the precision
+    assert [stats.format_p(p) for p in (1.0, 0.868, 0.05, 0.002, 3.2e-5)] == ["p=1.0", "p=0.87", "p=0.050", "p=0.0020",
                                                                           "p=0.000032"]
-    assert st.format_p(1e-6) == "p=0.0000010" and st.format_p(3e-62) == "p<1e-6"
-    assert st.format_p(0.00994) == "p=0.0099" and st.format_p(0.00996) == "p=0.010"  # rounding moves the digits
-    assert st.format_p(0.5, " ") == "p = 0.50" and st.format_p(0.0, " ") == "p < 1e-6"
+    assert stats.format_p(1e-6) == "p=0.0000010" and stats.format_p(3e-62) == "p<1e-6"
+    assert stats.format_p(0.00994) == "p=0.0099" and stats.format_p(0.00996) == "p=0.010"  # rounding moves the digits
+    assert stats.format_p(0.5, " ") == "p = 0.50" and stats.format_p(0.0, " ") == "p < 1e-6"
 
 
 def test_a_paired_comparison_on_fewer_questions_than_a_row_says_on_how_many(tmp_path):

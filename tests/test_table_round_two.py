@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from helpers import load_script
-from lessons_lib import evaluation, stage_table as st
+from lessons_lib import evaluation, jsonl, stage_table as st
 from lessons_lib.checkpoint import save_checkpoint
 from lessons_lib.model import GPT, GPTConfig
 
@@ -211,7 +211,7 @@ def test_append_row_restores_the_length_on_a_failed_write(tmp_path, monkeypatch)
         if len(calls) == 1:
             return real_write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(st.os, "write", cut)
+    monkeypatch.setattr(jsonl.os, "write", cut)
     with pytest.raises(OSError, match="No space"):
         st.append_row(table, {"label": "b", "n": 1, "correct": 1, "pad": "y" * 100})
     assert table.read_bytes() == before and len(calls) == 2

@@ -143,7 +143,7 @@ def test_labels_that_differ_never_share_a_records_file(capsys, ckpt, tmp_path, l
     rows = st.read_rows(table)
     paths = [st.resolve_path(r["records"]) for r in rows]
     assert len({str(p).lower() for p in paths}) == 2  # distinct, even on a case-insensitive disk
-    assert [len(st.read_jsonl(p)) for p in paths] == [2, 3]  # the first was not overwritten
+    assert [len(st.read_records(p)) for p in paths] == [2, 3]  # the first was not overwritten
 
 
 def test_default_records_paths_are_unique_per_table_dataset_split_and_label(tmp_path):

@@ -1,4 +1,4 @@
-"""The byte tokenizer round-trips any text, and the chat template matches SPEC.md exactly."""
+"""The byte tokenizer round-trips any text, and the chat template is exactly the one tokenizer.py documents."""
 import pytest
 from hypothesis import given, strategies as st
 

@@ -1,9 +1,9 @@
-"""nbval settings for the course notebooks.
+"""nbval settings for the course notebooks (here, not in notebooks/, so JupyterLab shows learners only notebooks).
 
 nbval compares every stored output with a fresh run. Two kinds of output are not lesson content and
 must not fail a test on another machine: stderr (warnings, tqdm progress bars) and images (pixel-level
 differences between matplotlib versions). Everything else is compared, after the regexes in
-`sanitize.cfg` have replaced what varies (paths, timings, addresses, device names).
+`nbval_sanitize.cfg` have replaced what varies (paths, timings, addresses, device names).
 
 Every notebook runs on a fresh clone: real GSM8K's test split and OpenAI's example model solutions
 ship in `data/gsm8k/`.
