@@ -157,10 +157,10 @@ def load_model(args, device):
 
 def score_checkpoint(model, qa_pairs, args, rank=0, world=1, device=None):
     """Score this rank's shard, gather all shards: (records in question order, generated tokens, seconds)."""
-    from lessons_lib.scoring import score_model
+    from lessons_lib.scoring import gsm8k_accuracy
     mine, start = shard(qa_pairs, rank, world)
     t0 = time.perf_counter()
-    _, records = score_model(model, mine, max_new_tokens=args.max_new_tokens, device=device,
+    _, records = gsm8k_accuracy(model, mine, max_new_tokens=args.max_new_tokens, device=device,
                              greedy=True, batch_size=args.batch_size, strategy=args.strategy,
                              progress=not args.no_progress and rank == 0)
     for r in records:

@@ -6,7 +6,7 @@ module handles those three and turns the answers into the course's `Generation`s
 (`scoring.score_responses`), the records, rows, stage table and paired tests are the course's own:
 
     hf = load_hf_model("Qwen/Qwen2.5-0.5B-Instruct")      # a hub id, or a folder from save_pretrained
-    accuracy, records = score_model(hf, load_qa_pairs("gsm8k", "test", limit=200))  # lessons_lib.scoring
+    accuracy, records = gsm8k_accuracy(hf, load_qa_pairs("gsm8k", "test", limit=200))  # lessons_lib.scoring
 
 Prompt formats (`prompt_format`, recorded in every row):
 
@@ -36,7 +36,6 @@ course's engine, `generate` keeps finished rows in the batch (they decode pads) 
 """
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ from tqdm import tqdm
 
 from .checkpoint import default_device
 from .data import gsm8k_dir, load_qa_pairs, read_jsonl, shipped_file
+from .attention import left_pad as _left_pad
+from .engine import Engine
 from .generation import DEFAULT_STRATEGY, STRATEGIES, Generation, plan_batches
 
 INSTALL_HINT = ('scoring a Hugging Face model needs the `transformers` package: '
@@ -133,14 +134,11 @@ class _RowEnds:
 
 
 def left_pad(prompts, pad_id):
-    """(B, P) ids with each prompt at the right end, and the attention mask (1 = real token)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[r, width - len(p):] = 1  # from the length, not the ids: a prompt may contain pad_id
-    return ids, mask
+    """The course's `attention.left_pad` in the form transformers' `generate` takes: (B, P) ids with
+    each prompt at the right end, and the attention mask as 0/1 integers (`generate` derives the
+    positions from it: cumsum - 1, what `left_pad`'s positions are)."""
+    ids, mask, _ = _left_pad(prompts, pad_id=pad_id)
+    return ids, mask.long()
 
 
 @torch.inference_mode()
@@ -187,10 +185,10 @@ def generate_ids(model, prompts, max_new_tokens, pad_id, eos_ids, batch_size=64,
 # the model the scorer consumes
 
 @dataclass
-class HFModel:
-    """A transformers causal LM and its tokenizer, scored like a course checkpoint: `gsm8k_accuracy`
-    (what `lessons_lib.scoring.score_model` calls), built on `encode_question` and `batched_generate`
-    (the course's signature)."""
+class HFModel(Engine):
+    """A transformers causal LM and its tokenizer: an engine (`lessons_lib.engine`) that
+    `scoring.gsm8k_accuracy` scores like a course checkpoint, through `encode_question` and
+    `generate` (transformers' `generate`, batched like `batched_generate`)."""
     model: Any
     tokenizer: Any
     prompt_format: str = "chat"
@@ -205,7 +203,7 @@ class HFModel:
     weights_stats: dict = field(default_factory=dict)  # {each file loaded: its stat when hashed}
 
     @property
-    def max_seq_len(self) -> int:
+    def context_length(self) -> int:
         config = self.model.config
         return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
 
@@ -251,26 +249,9 @@ class HFModel:
         generations = [self.to_generation(ids, finished) for ids, finished in pairs]
         return generations if return_details else [g.text for g in generations]
 
-    def gsm8k_accuracy(self, qa_pairs, max_new_tokens=256, device=None, greedy=True, batch_size=64,
-                       strategy=None, progress=True) -> tuple[float, list[dict]]:
-        """`lessons_lib.scoring.gsm8k_accuracy` for this model: its own prompts and engine, the course's
-        checker and records. A prompt with no room for `max_new_tokens` in the context (a 1024-token
-        GPT-2 under a few-shot prompt) is not generated: it counts as wrong, marked `skipped`."""
-        from .scoring import accuracy_of, score_responses
-        qa_pairs = list(qa_pairs)
-        prompts = [self.encode_question(q) for q, _ in qa_pairs]
-        room = self.max_seq_len - max_new_tokens
-        fits = [len(p) <= room for p in prompts]
-        generated = iter(self.batched_generate([p for p, ok in zip(prompts, fits) if ok], max_new_tokens, device,
-                                               greedy, batch_size, strategy, True, progress) if any(fits) else [])
-        details = [next(generated) if ok else Generation("") for ok in fits]
-        records = score_responses(qa_pairs, [g.text for g in details], details=details)
-        for record in (r for r, ok in zip(records, fits) if not ok):
-            record["skipped"] = "prompt too long for the model's context"
-        if not all(fits):
-            warnings.warn(f"{fits.count(False)} of {len(fits)} prompts are longer than {room} tokens (context "
-                          f"{self.max_seq_len} - max_new_tokens {max_new_tokens}); not generated, counted wrong")
-        return accuracy_of(records), records
+    def generate(self, prompts, max_new_tokens=256, device=None, greedy=True, batch_size=64, strategy=None,
+                 progress=True) -> list[Generation]:
+        return self.batched_generate(prompts, max_new_tokens, device, greedy, batch_size, strategy, True, progress)
 
 
 # ---------------------------------------------------------------------------------------------
