@@ -123,9 +123,15 @@ class _Row:
                 self.queue.extend(result.encode("ascii"))
         return token
 
+    def ended(self) -> bool:
+        """Has the row ended: a stop id, or (few-shot prompts) a stop string at the end of its text?"""
+        tok = self.tokenizer
+        return bool(self.ids) and (self.ids[-1] in tok.stop_ids or bool(tok.stop_strings) and tok.stopped(self.ids))
+
     def result(self, sampled: bool = False) -> Generation:
-        finished = bool(self.ids) and self.ids[-1] in self.tokenizer.stop_ids
-        text = self.tokenizer.decode(self.ids[:-1] if finished else self.ids)  # the stop token is not text
+        finished = self.ended()
+        stop_id = finished and self.ids[-1] in self.tokenizer.stop_ids
+        text = self.tokenizer.decode(self.ids[:-1] if stop_id else self.ids)  # the stop token is not text
         return Generation(text, self.ids, self.forced, finished, self.logprobs if sampled else None)
 
 
@@ -171,7 +177,7 @@ def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling
             chosen, logprobs = sample_next(logits, **sampling, return_logprobs=True)
             logprobs = [None] * len(active) if logprobs is None else logprobs.tolist()
             tokens = [rows[r].push(t, calculator, lp) for r, t, lp in zip(active, chosen.tolist(), logprobs)]
-            keep = [j for j, t in enumerate(tokens) if t not in tokenizer.stop_ids]
+            keep = [j for j, r in enumerate(active) if not rows[r].ended()]
             if not keep or step == max_new_tokens - 1:
                 break
             if len(keep) < len(active):  # drop finished rows from the batch and the cache

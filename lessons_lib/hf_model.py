@@ -46,6 +46,7 @@ from tqdm import tqdm
 from .checkpoint import default_device
 from .data import gsm8k_dir, load_qa_pairs, read_jsonl, shipped_file
 from .attention import left_pad as _left_pad
+from .bpe import END_OF_TURN, FEWSHOT_STOP, cut_at_stop, fewshot_prompt  # noqa: F401 (shared with the course's Llama)
 from .engine import Engine
 from .generation import DEFAULT_STRATEGY, STRATEGIES, Generation, plan_batches
 
@@ -54,9 +55,7 @@ INSTALL_HINT = ('scoring a Hugging Face model needs the `transformers` package: 
 PROMPT_FORMATS = ("chat", "fewshot", "plain")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 FEWSHOT_K = 5  # lm-evaluation-harness' gsm8k: num_fewshot 5
-FEWSHOT_STOP = ("Question:", "</s>", "<|im_end|>")  # its `until` strings (gsm8k.yaml, version 3.0)
 FEWSHOT_FILE = "fewshot_train.jsonl"  # the first 8 problems of GSM8K train, shipped (offline notebooks)
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>")  # ChatML, Llama 3, Gemma, Phi-3
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -88,18 +87,6 @@ def fewshot_examples(k=FEWSHOT_K, data_dir=None) -> list[tuple[str, str]]:
         rows = read_jsonl(shipped_file(FEWSHOT_FILE), limit=k, keys=("question", "answer"))
         return [(r["question"], r["answer"]) for r in rows]
     return load_qa_pairs("gsm8k", "train", limit=k, data_dir=data_dir)
-
-
-def fewshot_prompt(question: str, examples) -> str:
-    """lm-evaluation-harness' gsm8k prompt: each shot is doc_to_text + " " + target + "\\n\\n"."""
-    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in examples)
-    return f"{shots}Question: {question}\nAnswer:"
-
-
-def cut_at_stop(text: str, stop_strings) -> str:
-    """`text` up to the first occurrence of any stop string (the stop string itself removed)."""
-    cuts = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
-    return text[:min(cuts)] if cuts else text
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
