@@ -386,7 +386,8 @@ def tiny_tokenizer(vocab_size=512):
     return fast
 
 
-def save_tiny_model(folder, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, vocab_size=512, init_std=0.3):
+def save_tiny_model(folder, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, vocab_size=512, init_std=0.3,
+                    architecture="qwen2", tied=True):
     """Write a tiny random Qwen2 model + tokenizer to `folder` with `save_pretrained`: a real
     architecture (RoPE, RMSNorm, grouped-query attention, SwiGLU) that loads through `--hf` offline.
 
@@ -397,13 +398,15 @@ def save_tiny_model(folder, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, vo
     transformers = require_transformers()
     tokenizer = tiny_tokenizer(vocab_size)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = transformers.Qwen2Config(
+    Config, Model = {"qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),  # llama: the course
+                     "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}[architecture]  # engine runs it
+    config = Config(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
-        tie_word_embeddings=True, initializer_range=init_std, bos_token_id=None,
+        tie_word_embeddings=tied, initializer_range=init_std, bos_token_id=None,
         eos_token_id=end_of_turn, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    model = transformers.Qwen2ForCausalLM(config)
+    model = Model(config)
     model.generation_config = transformers.GenerationConfig(
         eos_token_id=[end_of_turn, tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,
         do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1)  # like an instruct model's
@@ -441,3 +444,35 @@ def gpt2_from_course(gpt):
     assert not unexpected and all(k == "lm_head.weight" or k.endswith(".attn.bias") for k in missing), missing
     hf.tie_weights()
     return hf.eval()
+
+
+def llama_to_transformers(llama):
+    """transformers' LlamaForCausalLM holding the very weights of a course `llama.Llama`: the parameter
+    names are the same, so the state dict loads as it is (the reference the tests compare against)."""
+    transformers = require_transformers()
+    c = llama.config
+    config = transformers.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head,
+        head_dim=c.head_dim, max_position_embeddings=c.max_seq_len, rms_norm_eps=c.rms_eps,
+        rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings, attention_bias=False, mlp_bias=False,
+        bos_token_id=None, eos_token_id=sorted(llama.tokenizer.stop_ids), pad_token_id=llama.tokenizer.pad_id)
+    dtype = llama.lm_head.weight.dtype
+    hf = transformers.LlamaForCausalLM(config)  # not on "meta": its rotary buffer must be real
+    missing, unexpected = hf.load_state_dict(llama.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    hf.tie_weights()
+    hf.generation_config = transformers.GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
+    return hf.to(dtype).eval()
+
+
+def engine_from_course_llama(llama, info=None, name="") -> HFModel:
+    """The same model (same weights, tokenizer, template, prompt format) decoded by transformers'
+    `generate`: `--engine transformers` for a .gguf file."""
+    transformers = require_transformers()
+    tok = llama.tokenizer
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok.tokenizer, **tok.special_tokens)
+    fast.chat_template = tok.chat_template
+    model = llama_to_transformers(llama)
+    return HFModel(model, fast, tok.prompt_format, examples=tok.examples, name=name, info=dict(info or {}),
+                   eos_ids=sorted(tok.stop_ids), stop_strings=tok.stop_strings, pad_id=tok.pad_id)
