@@ -73,7 +73,7 @@ def load_real_model(name, engine=None, revision=None, dtype=None, device=None, p
     engine = choose_engine(arch, engine, gguf)
     if engine == "transformers" and not gguf:
         model = load_hf_model(name, revision, dtype, device, prompt_format, fewshot_k)
-        model.info["engine"] = "transformers"
+        model.info.update(engine="transformers", architecture=arch)
         return model
     device = str(device or default_device())
     torch_dtype = resolve_dtype(dtype or "auto", device)
