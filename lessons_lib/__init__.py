@@ -13,7 +13,8 @@ _PUBLIC = {  # name -> module that defines it
     "encode": "tokenizer", "decode": "tokenizer", "encode_prompt": "tokenizer",
     "encode_conversation": "tokenizer",
     # the model and its checkpoints
-    "GPT": "model", "GPTConfig": "model", "KVCache": "model",
+    "GPT": "model", "GPTConfig": "model", "KVCache": "attention",
+    "Llama": "llama", "LlamaConfig": "llama", "load_real_model": "real_model",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "CheckpointError": "checkpoint", "default_device": "checkpoint",
     # generation, with GSM8K's calculator

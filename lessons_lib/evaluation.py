@@ -147,8 +147,9 @@ def load_model(args, device):
     """(model, what the row records about it): the one place where a course checkpoint and a Hugging
     Face model (--hf) differ in this script; the scorer takes either."""
     if args.hf:
-        from lessons_lib.hf_model import load_hf_model
-        model = load_hf_model(args.hf, args.revision, args.dtype, device, args.prompt_format, args.fewshot_k)
+        from lessons_lib.real_model import load_real_model
+        model = load_real_model(args.hf, args.engine, args.revision, args.dtype, device, args.prompt_format,
+                                args.fewshot_k)
         return model, {"ckpt": model.weights, **model.info}  # ckpt: the weights file, hashed
     from lessons_lib.checkpoint import load_checkpoint
     model = load_checkpoint(args.ckpt, device=device)
@@ -157,10 +158,10 @@ def load_model(args, device):
 
 def score_checkpoint(model, qa_pairs, args, rank=0, world=1, device=None):
     """Score this rank's shard, gather all shards: (records in question order, generated tokens, seconds)."""
-    from lessons_lib.scoring import score_model
+    from lessons_lib.scoring import gsm8k_accuracy
     mine, start = shard(qa_pairs, rank, world)
     t0 = time.perf_counter()
-    _, records = score_model(model, mine, max_new_tokens=args.max_new_tokens, device=device,
+    _, records = gsm8k_accuracy(model, mine, max_new_tokens=args.max_new_tokens, device=device,
                              greedy=True, batch_size=args.batch_size, strategy=args.strategy,
                              progress=not args.no_progress and rank == 0)
     for r in records:
@@ -301,4 +302,5 @@ def failures(table_only=False) -> tuple:
     from lessons_lib.checkpoint import CheckpointError
     from lessons_lib.hf_model import HFUnavailableError  # importable without transformers
     from lessons_lib.hf_model import WeightsChangedError
-    return found + (CheckpointError, HFUnavailableError, WeightsChangedError)  # --hf without transformers: what to install
+    from lessons_lib.real_model import RealModelError
+    return found + (CheckpointError, HFUnavailableError, WeightsChangedError, RealModelError)  # --hf without transformers: what to install

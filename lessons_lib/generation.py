@@ -13,8 +13,10 @@ The catch: prompts have different lengths. Three strategies, same greedy outputs
                  Each prompt is prefilled alone (no work wasted on pads), then all rows decode
                  together. Full batches whatever the lengths. The default: the fastest exact strategy.
 
-Rows stop at end-of-turn (EOT); finished rows are dropped from the batch and its KV cache, so a long
-answer doesn't make everyone else's finished rows keep costing compute.
+Rows stop at end-of-turn (`model.tokenizer.stop_ids`: EOT for the byte tokenizer, a real model's own
+end-of-turn ids for the Llama model); finished rows are dropped from the batch and its KV cache, so a
+long answer doesn't make everyone else's finished rows keep costing compute. `model.tokenizer` also
+gives the pad id and how ids read back as text: nothing else here depends on the model's kind.
 
 The calculator (GSM8K's `<<48/2=24>>` annotations): when a row has just written `<<EXPR=` and EXPR
 evaluates, the result and `>>` are queued as that row's next tokens and *forced* — sampled tokens
@@ -39,8 +41,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm  # plain text bars: no ipywidgets warning inside notebooks
 
+from .attention import left_pad as _left_pad  # the name notebook 03 shows
 from .calculator import MAX_EXPR_CHARS, pending_result
-from .tokenizer import EOT, PAD, decode
 
 STRATEGIES = ("bucket", "pad", "sequential")
 DEFAULT_STRATEGY = "pad"  # measured fastest on both real GSM8K and short synthetic prompts
@@ -100,10 +102,12 @@ def sample_next(logits, greedy=True, temperature=1.0, top_k=None, generator=None
 
 
 class _Row:
-    """Per-prompt bookkeeping: generated ids, which were forced, the calculator's queue."""
+    """Per-prompt bookkeeping: generated ids, which were forced, the calculator's queue; `tokenizer`
+    (the model's) says which ids end the answer and how the ids read as text."""
 
-    def __init__(self):
+    def __init__(self, tokenizer):
         self.ids, self.forced, self.queue, self.tail, self.logprobs = [], [], deque(), bytearray(), []
+        self.tokenizer = tokenizer
 
     def push(self, token: int, calculator: bool, logprob: float | None = None) -> int:
         """Record the next token (a queued forced token wins over the model's choice); return it."""
@@ -119,21 +123,16 @@ class _Row:
                 self.queue.extend(result.encode("ascii"))
         return token
 
+    def ended(self) -> bool:
+        """Has the row ended: a stop id, or (few-shot prompts) a stop string at the end of its text?"""
+        tok = self.tokenizer
+        return bool(self.ids) and (self.ids[-1] in tok.stop_ids or bool(tok.stop_strings) and tok.stopped(self.ids))
+
     def result(self, sampled: bool = False) -> Generation:
-        return Generation(decode(self.ids), self.ids, self.forced, bool(self.ids) and self.ids[-1] == EOT,
-                          self.logprobs if sampled else None)
-
-
-def _left_pad(prompts, device):
-    """Left-pad to a (B, P) batch; key mask (True = real) and per-row positions (0 at the first real token)."""
-    P = max(len(p) for p in prompts)
-    idx = torch.full((len(prompts), P), PAD, dtype=torch.long)
-    for r, p in enumerate(prompts):
-        idx[r, P - len(p):] = torch.tensor(p, dtype=torch.long)
-    starts = torch.tensor([P - len(p) for p in prompts]).view(-1, 1)
-    mask = torch.arange(P).view(1, P) >= starts  # from lengths, not ids: a prompt may contain PAD
-    positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    return idx.to(device), mask.to(device), positions.to(device)
+        finished = self.ended()
+        stop_id = finished and self.ids[-1] in self.tokenizer.stop_ids
+        text = self.tokenizer.decode(self.ids[:-1] if stop_id else self.ids)  # the stop token is not text
+        return Generation(text, self.ids, self.forced, finished, self.logprobs if sampled else None)
 
 
 def _prefill_rows(model, prompts, cache, device, share=True):
@@ -160,13 +159,14 @@ def _prefill_rows(model, prompts, cache, device, share=True):
 
 @torch.inference_mode()
 def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling, share_prefill=True) -> list[Generation]:
-    idx, key_mask, positions = _left_pad(prompts, device)
+    tokenizer = model.tokenizer
+    idx, key_mask, positions = _left_pad(prompts, device, tokenizer.pad_id)
     padded = len({len(p) for p in prompts}) > 1  # equal lengths: no mask needed (the seed's buckets)
     on_cuda = torch.device(device).type == "cuda"
     dtype = torch.bfloat16 if on_cuda else next(model.parameters()).dtype
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else nullcontext()
     cache = model.new_kv_cache(len(prompts), idx.shape[1] + max_new_tokens, device, dtype)
-    rows, active = [_Row() for _ in prompts], list(range(len(prompts)))
+    rows, active = [_Row(tokenizer) for _ in prompts], list(range(len(prompts)))
     next_pos = positions[:, -1] + 1
     with autocast:
         if padded:
@@ -177,7 +177,7 @@ def _generate_batch(model, prompts, max_new_tokens, device, calculator, sampling
             chosen, logprobs = sample_next(logits, **sampling, return_logprobs=True)
             logprobs = [None] * len(active) if logprobs is None else logprobs.tolist()
             tokens = [rows[r].push(t, calculator, lp) for r, t, lp in zip(active, chosen.tolist(), logprobs)]
-            keep = [j for j, t in enumerate(tokens) if t != EOT]
+            keep = [j for j, r in enumerate(active) if not rows[r].ended()]
             if not keep or step == max_new_tokens - 1:
                 break
             if len(keep) < len(active):  # drop finished rows from the batch and the cache
@@ -236,6 +236,9 @@ def batched_generate(model, prompts, max_new_tokens=256, device=None, greedy=Tru
     was_training = model.training
     model.eval()
     calculator = bool(model.calculator if calculator is None else calculator)
+    if calculator and not model.tokenizer.bytes_are_ids:
+        raise ValueError("the calculator reads the bytes a model writes: it needs the byte tokenizer "
+                         "(calculator=False for a model with its own tokenizer)")
     sampling = dict(greedy=greedy, temperature=temperature, top_k=top_k, generator=generator)
     results: list[Generation | None] = [None] * len(prompts)
     batches = plan_batches([len(p) for p in prompts], strategy, batch_size)

@@ -6,7 +6,7 @@ module handles those three and turns the answers into the course's `Generation`s
 (`scoring.score_responses`), the records, rows, stage table and paired tests are the course's own:
 
     hf = load_hf_model("Qwen/Qwen2.5-0.5B-Instruct")      # a hub id, or a folder from save_pretrained
-    accuracy, records = score_model(hf, load_qa_pairs("gsm8k", "test", limit=200))  # lessons_lib.scoring
+    accuracy, records = gsm8k_accuracy(hf, load_qa_pairs("gsm8k", "test", limit=200))  # lessons_lib.scoring
 
 Prompt formats (`prompt_format`, recorded in every row):
 
@@ -36,7 +36,6 @@ course's engine, `generate` keeps finished rows in the batch (they decode pads) 
 """
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,9 @@ from tqdm import tqdm
 from .checkpoint import default_device
 from .data import gsm8k_dir, load_qa_pairs, shipped_file
 from .jsonl import read_jsonl
+from .attention import left_pad as _left_pad
+from .bpe import END_OF_TURN, FEWSHOT_STOP, cut_at_stop, fewshot_prompt  # noqa: F401 (shared with the course's Llama)
+from .engine import Engine
 from .generation import DEFAULT_STRATEGY, STRATEGIES, Generation, plan_batches
 
 INSTALL_HINT = ('scoring a Hugging Face model needs the `transformers` package: '
@@ -54,9 +56,7 @@ INSTALL_HINT = ('scoring a Hugging Face model needs the `transformers` package: 
 PROMPT_FORMATS = ("chat", "fewshot", "plain")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 FEWSHOT_K = 5  # lm-evaluation-harness' gsm8k: num_fewshot 5
-FEWSHOT_STOP = ("Question:", "</s>", "<|im_end|>")  # its `until` strings (gsm8k.yaml, version 3.0)
 FEWSHOT_FILE = "fewshot_train.jsonl"  # the first 8 problems of GSM8K train, shipped (offline notebooks)
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>")  # ChatML, Llama 3, Gemma, Phi-3
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -88,18 +88,6 @@ def fewshot_examples(k=FEWSHOT_K, data_dir=None) -> list[tuple[str, str]]:
         rows = read_jsonl(shipped_file(FEWSHOT_FILE), limit=k, keys=("question", "answer"))
         return [(r["question"], r["answer"]) for r in rows]
     return load_qa_pairs("gsm8k", "train", limit=k, data_dir=data_dir)
-
-
-def fewshot_prompt(question: str, examples) -> str:
-    """lm-evaluation-harness' gsm8k prompt: each shot is doc_to_text + " " + target + "\\n\\n"."""
-    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in examples)
-    return f"{shots}Question: {question}\nAnswer:"
-
-
-def cut_at_stop(text: str, stop_strings) -> str:
-    """`text` up to the first occurrence of any stop string (the stop string itself removed)."""
-    cuts = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
-    return text[:min(cuts)] if cuts else text
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -134,14 +122,11 @@ class _RowEnds:
 
 
 def left_pad(prompts, pad_id):
-    """(B, P) ids with each prompt at the right end, and the attention mask (1 = real token)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[r, width - len(p):] = 1  # from the length, not the ids: a prompt may contain pad_id
-    return ids, mask
+    """The course's `attention.left_pad` in the form transformers' `generate` takes: (B, P) ids with
+    each prompt at the right end, and the attention mask as 0/1 integers (`generate` derives the
+    positions from it: cumsum - 1, what `left_pad`'s positions are)."""
+    ids, mask, _ = _left_pad(prompts, pad_id=pad_id)
+    return ids, mask.long()
 
 
 @torch.inference_mode()
@@ -188,10 +173,10 @@ def generate_ids(model, prompts, max_new_tokens, pad_id, eos_ids, batch_size=64,
 # the model the scorer consumes
 
 @dataclass
-class HFModel:
-    """A transformers causal LM and its tokenizer, scored like a course checkpoint: `gsm8k_accuracy`
-    (what `lessons_lib.scoring.score_model` calls), built on `encode_question` and `batched_generate`
-    (the course's signature)."""
+class HFModel(Engine):
+    """A transformers causal LM and its tokenizer: an engine (`lessons_lib.engine`) that
+    `scoring.gsm8k_accuracy` scores like a course checkpoint, through `encode_question` and
+    `generate` (transformers' `generate`, batched like `batched_generate`)."""
     model: Any
     tokenizer: Any
     prompt_format: str = "chat"
@@ -206,7 +191,7 @@ class HFModel:
     weights_stats: dict = field(default_factory=dict)  # {each file loaded: its stat when hashed}
 
     @property
-    def max_seq_len(self) -> int:
+    def context_length(self) -> int:
         config = self.model.config
         return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
 
@@ -252,26 +237,9 @@ class HFModel:
         generations = [self.to_generation(ids, finished) for ids, finished in pairs]
         return generations if return_details else [g.text for g in generations]
 
-    def gsm8k_accuracy(self, qa_pairs, max_new_tokens=256, device=None, greedy=True, batch_size=64,
-                       strategy=None, progress=True) -> tuple[float, list[dict]]:
-        """`lessons_lib.scoring.gsm8k_accuracy` for this model: its own prompts and engine, the course's
-        checker and records. A prompt with no room for `max_new_tokens` in the context (a 1024-token
-        GPT-2 under a few-shot prompt) is not generated: it counts as wrong, marked `skipped`."""
-        from .scoring import accuracy_of, score_responses
-        qa_pairs = list(qa_pairs)
-        prompts = [self.encode_question(q) for q, _ in qa_pairs]
-        room = self.max_seq_len - max_new_tokens
-        fits = [len(p) <= room for p in prompts]
-        generated = iter(self.batched_generate([p for p, ok in zip(prompts, fits) if ok], max_new_tokens, device,
-                                               greedy, batch_size, strategy, True, progress) if any(fits) else [])
-        details = [next(generated) if ok else Generation("") for ok in fits]
-        records = score_responses(qa_pairs, [g.text for g in details], details=details)
-        for record in (r for r, ok in zip(records, fits) if not ok):
-            record["skipped"] = "prompt too long for the model's context"
-        if not all(fits):
-            warnings.warn(f"{fits.count(False)} of {len(fits)} prompts are longer than {room} tokens (context "
-                          f"{self.max_seq_len} - max_new_tokens {max_new_tokens}); not generated, counted wrong")
-        return accuracy_of(records), records
+    def generate(self, prompts, max_new_tokens=256, device=None, greedy=True, batch_size=64, strategy=None,
+                 progress=True) -> list[Generation]:
+        return self.batched_generate(prompts, max_new_tokens, device, greedy, batch_size, strategy, True, progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +387,8 @@ def tiny_tokenizer(vocab_size=512):
     return fast
 
 
-def save_tiny_model(folder, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, vocab_size=512, init_std=0.3):
+def save_tiny_model(folder, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, vocab_size=512, init_std=0.3,
+                    architecture="qwen2", tied=True):
     """Write a tiny random Qwen2 model + tokenizer to `folder` with `save_pretrained`: a real
     architecture (RoPE, RMSNorm, grouped-query attention, SwiGLU) that loads through `--hf` offline.
 
@@ -430,13 +399,15 @@ def save_tiny_model(folder, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, vo
     transformers = require_transformers()
     tokenizer = tiny_tokenizer(vocab_size)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = transformers.Qwen2Config(
+    Config, Model = {"qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),  # llama: the course
+                     "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}[architecture]  # engine runs it
+    config = Config(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
-        tie_word_embeddings=True, initializer_range=init_std, bos_token_id=None,
+        tie_word_embeddings=tied, initializer_range=init_std, bos_token_id=None,
         eos_token_id=end_of_turn, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    model = transformers.Qwen2ForCausalLM(config)
+    model = Model(config)
     model.generation_config = transformers.GenerationConfig(
         eos_token_id=[end_of_turn, tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,
         do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1)  # like an instruct model's
@@ -474,3 +445,35 @@ def gpt2_from_course(gpt):
     assert not unexpected and all(k == "lm_head.weight" or k.endswith(".attn.bias") for k in missing), missing
     hf.tie_weights()
     return hf.eval()
+
+
+def llama_to_transformers(llama):
+    """transformers' LlamaForCausalLM holding the very weights of a course `llama.Llama`: the parameter
+    names are the same, so the state dict loads as it is (the reference the tests compare against)."""
+    transformers = require_transformers()
+    c = llama.config
+    config = transformers.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head,
+        head_dim=c.head_dim, max_position_embeddings=c.max_seq_len, rms_norm_eps=c.rms_eps,
+        rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings, attention_bias=False, mlp_bias=False,
+        bos_token_id=None, eos_token_id=sorted(llama.tokenizer.stop_ids), pad_token_id=llama.tokenizer.pad_id)
+    dtype = llama.lm_head.weight.dtype
+    hf = transformers.LlamaForCausalLM(config)  # not on "meta": its rotary buffer must be real
+    missing, unexpected = hf.load_state_dict(llama.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    hf.tie_weights()
+    hf.generation_config = transformers.GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
+    return hf.to(dtype).eval()
+
+
+def engine_from_course_llama(llama, info=None, name="") -> HFModel:
+    """The same model (same weights, tokenizer, template, prompt format) decoded by transformers'
+    `generate`: `--engine transformers` for a .gguf file."""
+    transformers = require_transformers()
+    tok = llama.tokenizer
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok.tokenizer, **tok.special_tokens)
+    fast.chat_template = tok.chat_template
+    model = llama_to_transformers(llama)
+    return HFModel(model, fast, tok.prompt_format, examples=tok.examples, name=name, info=dict(info or {}),
+                   eos_ids=sorted(tok.stop_ids), stop_strings=tok.stop_strings, pad_id=tok.pad_id)

@@ -6,7 +6,8 @@ The whole model in one file, read top to bottom:
            -> n_layer x [ x + Attention(LayerNorm(x)) ; x + MLP(LayerNorm(x)) ]   (pre-LN blocks)
            -> final LayerNorm -> linear head tied to the token embedding -> logits
 
-Three extras make fast *and exact* batched generation possible (see `generation.py`):
+Three extras make fast *and exact* batched generation possible (see `generation.py`); they live in
+`attention.py`, shared with the Llama-family model (`llama.py`):
 
 * `KVCache` — keys/values of every token seen so far, preallocated per layer with a length pointer,
   so each new token costs one position of work instead of re-running the whole sequence.
@@ -22,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokenizer import VOCAB_SIZE
+from .attention import KVCache, attention_mask, build_attention_mask, check_length  # noqa: F401 (re-exported)
+from .tokenizer import BYTES, VOCAB_SIZE
 
 
 @dataclass
@@ -36,37 +38,6 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class KVCache:
-    """Preallocated keys and values, one (B, H, max_len, D) pair per layer, plus a length pointer.
-
-    Layers write their new keys/values at [length, length + T) and read [0, length + T); the model
-    advances `length` once after the last layer. `select(rows)` keeps only some batch rows, so
-    finished rows stop costing memory and compute.
-    """
-
-    def __init__(self, batch_size, max_len, n_layer, n_head, head_dim, device=None, dtype=torch.float32):
-        shape = (batch_size, n_head, max_len, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.max_len, self.length = max_len, 0
-
-    @property
-    def batch_size(self) -> int:
-        return self.k[0].shape[0]
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store this step's keys/values for `layer`; return all keys/values so far (views)."""
-        start, end = self.length, self.length + k.shape[2]
-        self.k[layer][:, :, start:end] = k  # dtype cast happens here (e.g. bf16 cache)
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only batch rows `rows` (a 1-D index tensor), e.g. the rows still generating."""
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
 
 
 class CausalSelfAttention(nn.Module):
@@ -115,25 +86,9 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x)))  # of each sublayer, keep the residual path clean
 
 
-def build_attention_mask(attn_mask, T, past_len, device):
-    """(B, S) key-padding mask -> (B, 1, T, S) attention mask, S = past_len + T.
-
-    Query t sits at cache index past_len + t and may see key s if s <= past_len + t (causal — note
-    the offset: with a cache, query and key lengths differ) and key s is a real token. Every query
-    may also see *itself*, so a query at a pad position never has all keys masked (softmax over
-    nothing is NaN, and a NaN would leak into the cache). Real queries never look at pad keys, so
-    what pad positions compute is irrelevant.
-    """
-    S = past_len + T
-    q_idx = torch.arange(past_len, S, device=device).view(T, 1)
-    k_idx = torch.arange(S, device=device).view(1, S)
-    causal = k_idx <= q_idx  # (T, S)
-    allowed = causal & attn_mask.view(-1, 1, S)  # (B, T, S)
-    allowed = allowed | (k_idx == q_idx)  # the diagonal: always see yourself
-    return allowed.unsqueeze(1)
-
-
 class GPT(nn.Module):
+    tokenizer = BYTES  # how its prompts are written and its ids read back (generation.py needs both)
+
     def __init__(self, config: GPTConfig | None = None):
         super().__init__()
         self.config = config = config or GPTConfig()
@@ -179,18 +134,10 @@ class GPT(nn.Module):
         """
         B, T = idx.shape
         past = kv_cache.length if kv_cache is not None else 0
-        if past + T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {past + T} tokens exceeds the model's max_seq_len="
-                             f"{self.config.max_seq_len}; shorten the input or generate fewer tokens")
-        if kv_cache is not None and past + T > kv_cache.max_len:
-            raise ValueError(f"KV cache holds {kv_cache.max_len} positions, needs {past + T}; make a bigger cache")
+        check_length(past, T, self.config.max_seq_len, kv_cache)
         if positions is None:
             positions = torch.arange(past, past + T, device=idx.device).expand(B, T)
-        mask = None
-        if attn_mask is not None:
-            mask = build_attention_mask(attn_mask.bool(), T, past, idx.device)
-        elif past > 0 and T > 1:  # several new tokens meet a cache: the causal mask needs the offset
-            mask = build_attention_mask(torch.ones(B, past + T, dtype=torch.bool, device=idx.device), T, past, idx.device)
+        mask = attention_mask(attn_mask, B, T, past, idx.device)
         x = self.drop(self.wte(idx) + self.wpe(positions))
         for i, block in enumerate(self.blocks):
             x = block(x, mask, kv_cache, i)

@@ -17,8 +17,8 @@ import warnings
 from rewards import extract_answer, gsm8k_gold_answer, is_correct, parse_number, reward_gsm8k
 
 from lessons_lib.calculator import evaluate_expression
-from lessons_lib.generation import Generation, batched_generate
-from lessons_lib.tokenizer import encode_prompt
+from lessons_lib.engine import as_engine
+from lessons_lib.generation import Generation
 
 
 def score_responses(qa_pairs, responses, start_index=0, details=None) -> list[dict]:
@@ -68,6 +68,9 @@ def gsm8k_accuracy(model, qa_pairs, max_new_tokens=256, device=None, greedy=True
                    strategy=None, progress=True) -> tuple[float, list[dict]]:
     """Greedy-decode an answer to every question and check it against the gold number.
 
+    `model` is any engine (`lessons_lib.engine`): a course model (GPT or Llama, decoded by
+    `batched_generate`) or a Hugging Face model (`hf_model.load_hf_model`); each brings its own
+    prompt format and decoder, the checker and the records are these same functions.
     `qa_pairs` is a list of `(question, answer_field)` as returned by `load_qa_pairs` — the answer
     field is GSM8K's worked solution ending in `#### N`; only N is used. Returns
     `(accuracy, records)` where each record holds index, question, response, extracted, gold,
@@ -81,12 +84,13 @@ def gsm8k_accuracy(model, qa_pairs, max_new_tokens=256, device=None, greedy=True
     qa_pairs = list(qa_pairs)
     if not qa_pairs:  # e.g. an empty shard when there are more processes than questions
         return 0.0, []
-    prompts = [encode_prompt([{"role": "user", "content": q}]) for q, _ in qa_pairs]
-    room = model.config.max_seq_len - max_new_tokens  # longest prompt that leaves room for the answer
+    engine = as_engine(model)
+    prompts = [engine.encode_question(q) for q, _ in qa_pairs]
+    room = engine.context_length - max_new_tokens  # longest prompt that leaves room for the answer
     fits = [i for i, p in enumerate(prompts) if len(p) <= room]
-    generations = batched_generate(model, [prompts[i] for i in fits], max_new_tokens=max_new_tokens,
-                                   device=device, greedy=greedy, batch_size=batch_size, strategy=strategy,
-                                   return_details=True, progress=progress) if fits else []
+    generations = engine.generate([prompts[i] for i in fits], max_new_tokens=max_new_tokens, device=device,
+                                  greedy=greedy, batch_size=batch_size, strategy=strategy,
+                                  progress=progress) if fits else []
     by_index = dict(zip(fits, generations))
     details = [by_index.get(i, Generation(text="")) for i in range(len(prompts))]  # no room: no answer
     records = score_responses(qa_pairs, [g.text for g in details], details=details)
@@ -94,18 +98,12 @@ def gsm8k_accuracy(model, qa_pairs, max_new_tokens=256, device=None, greedy=True
         for i in sorted(set(range(len(prompts))) - set(fits)):
             records[i]["skipped"] = "prompt too long for the model's context"
         warnings.warn(f"{len(prompts) - len(fits)} of {len(prompts)} prompts are longer than {room} tokens "
-                      f"(max_seq_len {model.config.max_seq_len} - max_new_tokens {max_new_tokens}); they were "
+                      f"(context {engine.context_length} - max_new_tokens {max_new_tokens}); they were "
                       f"not generated and count as wrong. Lower max_new_tokens to give them room.")
     return accuracy_of(records), records
 
 
-def score_model(model, qa_pairs, **kwargs) -> tuple[float, list[dict]]:
-    """`gsm8k_accuracy` for any model the course scores — the one place where a course GPT and a real
-    Hugging Face model differ. A real model (`lessons_lib.hf_model.load_hf_model`) brings its own
-    tokenizer, prompt format and engine; the checker and the records are these same functions."""
-    if hasattr(model, "gsm8k_accuracy"):  # an HFModel (duck-typed: scoring never imports transformers)
-        return model.gsm8k_accuracy(qa_pairs, **kwargs)
-    return gsm8k_accuracy(model, qa_pairs, **kwargs)
+score_model = gsm8k_accuracy  # its name when a Hugging Face model had a scorer of its own (notebook 10, tests)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,3 +76,27 @@ def render(ids) -> str:
         out.append(SPECIAL_NAMES.get(i, f"<|{i}|>"))
     out.append(decode(run))
     return "".join(out)
+
+
+class ByteTokenizer:
+    """The byte tokenizer as the object every course-engine model carries (`model.tokenizer`):
+    `batched_generate` pads with `pad_id`, stops at `stop_ids`, decodes with `decode`, and the scorer
+    writes a question with `encode_question` (`stop_strings`/`stopped`: a BPE model's few-shot
+    prompts only). The Llama-family model carries its BPE tokenizer
+    (`bpe.py`) with the same four names. `bytes_are_ids`: ids 0..255 are the bytes themselves, which
+    the calculator relies on to read `<<EXPR=` as the model writes it."""
+    pad_id = PAD
+    stop_ids = frozenset({EOT})
+    stop_strings = ()  # text that ends an answer (a few-shot prompt's "Question:"): none here
+    bytes_are_ids = True
+
+    @staticmethod
+    def decode(ids) -> str:
+        return decode(ids)
+
+    @staticmethod
+    def encode_question(question: str) -> list[int]:
+        return encode_prompt([{"role": "user", "content": question}])
+
+
+BYTES = ByteTokenizer()

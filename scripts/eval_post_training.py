@@ -14,10 +14,12 @@ settings, timing, library version, where the per-item records went). With per-it
 stage against the row it started from (`--parent`, default: the checkpoint's own meta) and against a
 compute-matched control (`--control`).
 
-A real model: `--hf MODEL` (a Hugging Face hub id or a local folder written by `save_pretrained`)
-scores any causal LM through the same records, rows and table (lessons_lib/hf_model.py; needs
-`pip install -e ".[hf]"`). `--prompt_format` chat / fewshot / plain, `--fewshot_k`, `--dtype`
-and `--revision` are recorded in the row:
+A real model: `--hf MODEL` (a Hugging Face hub id, a local folder written by `save_pretrained`, or a
+`.gguf` file) scores any causal LM through the same records, rows and table (lessons_lib/real_model.py;
+needs `pip install -e ".[hf]"`, and `gguf` for a .gguf). `--engine course` decodes a Llama-family model
+with the course's own `batched_generate` (the default for Llama), `--engine transformers` with
+transformers' `generate`. The engine, `--prompt_format` chat / fewshot / plain, `--fewshot_k`,
+`--dtype` and `--revision` are recorded in the row:
 
     python scripts/eval_post_training.py --hf Qwen/Qwen2.5-0.5B-Instruct --label qwen-instruct \\
         --limit 200 --append logs/real.jsonl

@@ -129,7 +129,7 @@ def test_what_the_model_receives(tiny_dir, prompt_format, monkeypatch):
     seen = []
     real_generate = hf.model.generate
     monkeypatch.setattr(hf.model, "generate", lambda **kw: seen.append(kw) or real_generate(**kw))
-    hf.gsm8k_accuracy(load_qa_pairs("gsm8k", "test", limit=3), max_new_tokens=2, progress=False)
+    gsm8k_accuracy(hf, load_qa_pairs("gsm8k", "test", limit=3), max_new_tokens=2, progress=False)
     [call] = seen
     ids, mask = call["input_ids"], call["attention_mask"]
     for q in QUESTIONS[:3]:

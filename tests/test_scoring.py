@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lessons_lib import scoring
+from lessons_lib import engine, scoring
 from lessons_lib.generation import Generation, batched_generate
 from lessons_lib.model import GPT, GPTConfig
-from lessons_lib.tokenizer import encode_prompt
+from lessons_lib.tokenizer import BYTES, encode_prompt
 from rewards import gsm8k_gold_answer, is_correct
 
 QA = [("Tom has 3 apples and buys 15 more. How many?", "3+15=<<3+15=18>>18\n#### 18"),
@@ -22,7 +22,7 @@ def _tiny_model(seed=0):
     return GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, max_seq_len=192)).eval()
 
 
-FAKE_MODEL = SimpleNamespace(config=SimpleNamespace(max_seq_len=10_000))  # only its context length is read
+FAKE_MODEL = SimpleNamespace(config=SimpleNamespace(max_seq_len=10_000), tokenizer=BYTES)  # context and prompts only
 
 
 def _fake_generate(texts):
@@ -36,7 +36,7 @@ def _fake_generate(texts):
 
 def test_records_and_accuracy_with_known_responses(monkeypatch):
     texts = ["So 3+15=18.\n<answer>18</answer>", "#### 7", "It costs 1200.", "I think 9"]
-    monkeypatch.setattr(scoring, "batched_generate", _fake_generate(texts))
+    monkeypatch.setattr(engine, "batched_generate", _fake_generate(texts))
     acc, records = scoring.gsm8k_accuracy(FAKE_MODEL, QA)
     assert acc == 0.75
     assert [r["index"] for r in records] == [0, 1, 2, 3]
@@ -50,7 +50,7 @@ def test_records_and_accuracy_with_known_responses(monkeypatch):
 
 
 def test_no_answer_is_extracted_as_none(monkeypatch):
-    monkeypatch.setattr(scoring, "batched_generate", _fake_generate(["", "no idea", "", "x"]))
+    monkeypatch.setattr(engine, "batched_generate", _fake_generate(["", "no idea", "", "x"]))
     _, records = scoring.gsm8k_accuracy(FAKE_MODEL, QA)
     assert records[0]["extracted"] is None and not records[0]["correct"] and records[0]["reward"] == 0.0
 
@@ -140,7 +140,7 @@ def test_prompts_without_room_count_as_wrong_with_a_warning():
 
 def test_truncated_but_credited_are_the_cut_off_answers_the_fallback_still_reads_right(monkeypatch):
     texts = ["<answer>18</answer>", "#### 7", "It costs 1200.", "2 cats: 2*4=8 legs, and each leg has"]
-    monkeypatch.setattr(scoring, "batched_generate", _fake_generate(texts))  # the last one runs out of tokens
+    monkeypatch.setattr(engine, "batched_generate", _fake_generate(texts))  # the last one runs out of tokens
     _, records = scoring.gsm8k_accuracy(FAKE_MODEL, QA)
     assert records[3]["finished"] is False and records[3]["correct"]  # last number 8: credited, unfinished
     assert scoring.truncated_but_credited(records) == [records[3]]
