@@ -100,3 +100,15 @@ def check_length(past, T, max_seq_len, kv_cache):
                          f"{max_seq_len}; shorten the input or generate fewer tokens")
     if kv_cache is not None and past + T > kv_cache.max_len:
         raise ValueError(f"KV cache holds {kv_cache.max_len} positions, needs {past + T}; make a bigger cache")
+
+
+def step_inputs(idx, positions, attn_mask, kv_cache, max_seq_len):
+    """What one forward call of either model needs besides the tokens: each token's position (0, 1, ..
+    after what the cache already holds, when not given) and the attention mask. Refuses, in one line, a
+    sequence longer than the context or the cache."""
+    B, T = idx.shape
+    past = kv_cache.length if kv_cache is not None else 0
+    check_length(past, T, max_seq_len, kv_cache)
+    if positions is None:
+        positions = torch.arange(past, past + T, device=idx.device).expand(B, T)
+    return positions, attention_mask(attn_mask, B, T, past, idx.device)

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KVCache, attention_mask, check_length
+from .attention import KVCache, step_inputs
 
 
 @dataclass
@@ -155,16 +155,11 @@ class Llama(nn.Module):
 
     def forward(self, idx, positions=None, attn_mask=None, kv_cache=None):
         """idx (B, T) -> logits (B, T, V) float32; the arguments mean what they mean for `GPT.forward`."""
-        B, T = idx.shape
-        past = kv_cache.length if kv_cache is not None else 0
-        check_length(past, T, self.config.max_seq_len, kv_cache)
-        if positions is None:
-            positions = torch.arange(past, past + T, device=idx.device).expand(B, T)
-        mask = attention_mask(attn_mask, B, T, past, idx.device)
+        positions, mask = step_inputs(idx, positions, attn_mask, kv_cache, self.config.max_seq_len)
         x = self.model.embed_tokens(idx)
         cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         for i, block in enumerate(self.model.layers):
             x = block(x, cos, sin, mask, kv_cache, i)
         if kv_cache is not None:
-            kv_cache.length += T
+            kv_cache.length += idx.shape[1]
         return self.lm_head(self.model.norm(x)).float()

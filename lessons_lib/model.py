@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KVCache, attention_mask, build_attention_mask, check_length  # noqa: F401 (re-exported)
+from .attention import KVCache, attention_mask, build_attention_mask, check_length, step_inputs  # noqa: F401 (re-exported)
 from .tokenizer import BYTES, VOCAB_SIZE
 
 
@@ -132,17 +132,12 @@ class GPT(nn.Module):
         attn_mask (B, cache_len + T) bool, True = real token; None -> no padding anywhere.
         kv_cache: a `KVCache`; this call appends its keys/values and advances the length.
         """
-        B, T = idx.shape
-        past = kv_cache.length if kv_cache is not None else 0
-        check_length(past, T, self.config.max_seq_len, kv_cache)
-        if positions is None:
-            positions = torch.arange(past, past + T, device=idx.device).expand(B, T)
-        mask = attention_mask(attn_mask, B, T, past, idx.device)
+        positions, mask = step_inputs(idx, positions, attn_mask, kv_cache, self.config.max_seq_len)
         x = self.drop(self.wte(idx) + self.wpe(positions))
         for i, block in enumerate(self.blocks):
             x = block(x, mask, kv_cache, i)
         if kv_cache is not None:
-            kv_cache.length += T
+            kv_cache.length += idx.shape[1]
         hidden = self.ln_f(x)
         logits = self.lm_head(hidden).float()
         return (logits, hidden) if return_hidden else logits
